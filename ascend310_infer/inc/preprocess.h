@@ -1,0 +1,65 @@
+/**
+ * Image preprocessing for the Ascend 310 inference program.
+ *
+ * This part depends on OpenCV only (no MindSpore), so it can be built and tested on any
+ * machine. It must stay numerically identical to the Python function
+ * `preprocess_for_inference` in src/data/transforms.py:
+ *
+ *   BGR image (cv::imread, IMREAD_COLOR) -> RGB -> cv::resize to (width, height) with
+ *   INTER_LINEAR (no aspect keeping) -> float32 -> (x - mean) / std per RGB channel ->
+ *   HWC to CHW. The batch dimension (1) is implicit: the buffer holds 3 * height * width floats.
+ */
+#ifndef ASCEND310_INFER_INC_PREPROCESS_H_
+#define ASCEND310_INFER_INC_PREPROCESS_H_
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+namespace ascend310_infer {
+
+// ImageNet statistics in RGB order, on the 0-255 scale (same values as IMAGENET_MEAN/STD in Python).
+constexpr float kMeanRGB[3] = {123.675f, 116.28f, 103.53f};
+constexpr float kStdRGB[3] = {58.395f, 57.12f, 57.375f};
+
+// Reads an image file as an 8-bit, 3-channel RGB matrix. Returns false (and leaves *rgb empty)
+// when the file is missing or cannot be decoded.
+bool ReadImageRGB(const std::string &path, cv::Mat *rgb);
+
+// Resizes an 8-bit 3-channel RGB image to height x width (bilinear, no aspect keeping) and
+// normalises it into a CHW float32 buffer of 3 * height * width values written to *chw.
+// Returns false on invalid input (empty image, wrong type, non-positive size).
+bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw);
+
+// ReadImageRGB + PreprocessRGB. *orig_height / *orig_width (optional) receive the size of
+// the decoded image before resizing.
+bool PreprocessImageFile(const std::string &path, int height, int width, std::vector<float> *chw,
+                         int *orig_height = nullptr, int *orig_width = nullptr);
+
+// Writes `bytes` raw bytes to `path` (truncating it). Returns false on any I/O error.
+bool WriteBinaryFile(const std::string &path, const void *data, std::size_t bytes);
+
+// Writes a float buffer as raw native-endian (little-endian on x86/ARM) float32 values.
+bool WriteFloatBin(const std::string &path, const std::vector<float> &values);
+
+// True when the name ends in .jpg, .jpeg, .png or .bmp (case-insensitive).
+bool HasImageExtension(const std::string &name);
+
+// Regular files with an image extension directly inside `dir`, as full paths sorted by file
+// name. Returns false when the directory cannot be opened.
+bool ListImages(const std::string &dir, std::vector<std::string> *paths);
+
+// File name without directory and without its last extension: "/a/b/000123.jpg" -> "000123".
+std::string FileStem(const std::string &path);
+
+// Joins a directory and a file name with exactly one '/'.
+std::string JoinPath(const std::string &dir, const std::string &name);
+
+// Creates `dir` and any missing parents (like mkdir -p). Returns true if it exists afterwards.
+bool MakeDirs(const std::string &dir);
+
+}  // namespace ascend310_infer
+
+#endif  // ASCEND310_INFER_INC_PREPROCESS_H_

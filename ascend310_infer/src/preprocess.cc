@@ -1,0 +1,139 @@
+/**
+ * OpenCV-only preprocessing; see inc/preprocess.h for the contract with the Python side.
+ */
+#include "preprocess.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdint>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+namespace ascend310_infer {
+
+bool ReadImageRGB(const std::string &path, cv::Mat *rgb) {
+  if (rgb == nullptr) return false;
+  rgb->release();
+  // IMREAD_COLOR: always 8-bit BGR with 3 channels (grey and alpha images are converted),
+  // exactly what cv2.imread / cv2.imdecode(..., cv2.IMREAD_COLOR) give on the Python side.
+  cv::Mat bgr = cv::imread(path, cv::IMREAD_COLOR);
+  if (bgr.empty()) return false;
+  cv::cvtColor(bgr, *rgb, cv::COLOR_BGR2RGB);
+  return true;
+}
+
+bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw) {
+  if (chw == nullptr || rgb.empty() || rgb.type() != CV_8UC3 || height <= 0 || width <= 0) {
+    return false;
+  }
+  cv::Mat resized;
+  // cv::Size is (width, height), as in cv2.resize(img, (w, h)).
+  cv::resize(rgb, resized, cv::Size(width, height), 0.0, 0.0, cv::INTER_LINEAR);
+
+  const std::size_t plane = static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
+  chw->assign(3 * plane, 0.0f);
+  float *r = chw->data();
+  float *g = r + plane;
+  float *b = g + plane;
+  for (int y = 0; y < height; ++y) {
+    const std::uint8_t *row = resized.ptr<std::uint8_t>(y);
+    const std::size_t base = static_cast<std::size_t>(y) * static_cast<std::size_t>(width);
+    for (int x = 0; x < width; ++x) {
+      const std::uint8_t *px = row + 3 * x;
+      // Same float32 operations, in the same order, as numpy: (x - mean) then / std.
+      r[base + x] = (static_cast<float>(px[0]) - kMeanRGB[0]) / kStdRGB[0];
+      g[base + x] = (static_cast<float>(px[1]) - kMeanRGB[1]) / kStdRGB[1];
+      b[base + x] = (static_cast<float>(px[2]) - kMeanRGB[2]) / kStdRGB[2];
+    }
+  }
+  return true;
+}
+
+bool PreprocessImageFile(const std::string &path, int height, int width, std::vector<float> *chw,
+                         int *orig_height, int *orig_width) {
+  cv::Mat rgb;
+  if (!ReadImageRGB(path, &rgb)) return false;
+  if (orig_height != nullptr) *orig_height = rgb.rows;
+  if (orig_width != nullptr) *orig_width = rgb.cols;
+  return PreprocessRGB(rgb, height, width, chw);
+}
+
+bool WriteBinaryFile(const std::string &path, const void *data, std::size_t bytes) {
+  std::FILE *f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return false;
+  bool ok = true;
+  if (bytes > 0) {
+    ok = data != nullptr && std::fwrite(data, 1, bytes, f) == bytes;
+  }
+  ok = (std::fclose(f) == 0) && ok;
+  return ok;
+}
+
+bool WriteFloatBin(const std::string &path, const std::vector<float> &values) {
+  return WriteBinaryFile(path, values.data(), values.size() * sizeof(float));
+}
+
+bool HasImageExtension(const std::string &name) {
+  const std::size_t dot = name.find_last_of('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = name.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp";
+}
+
+std::string JoinPath(const std::string &dir, const std::string &name) {
+  if (dir.empty()) return name;
+  if (dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
+bool ListImages(const std::string &dir, std::vector<std::string> *paths) {
+  if (paths == nullptr) return false;
+  paths->clear();
+  DIR *d = opendir(dir.c_str());
+  if (d == nullptr) return false;
+  std::vector<std::string> names;
+  for (struct dirent *e = readdir(d); e != nullptr; e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.empty() || name[0] == '.' || !HasImageExtension(name)) continue;
+    struct stat st;
+    if (stat(JoinPath(dir, name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    names.push_back(name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const std::string &name : names) paths->push_back(JoinPath(dir, name));
+  return true;
+}
+
+std::string FileStem(const std::string &path) {
+  const std::size_t slash = path.find_last_of('/');
+  std::string name = (slash == std::string::npos) ? path : path.substr(slash + 1);
+  const std::size_t dot = name.find_last_of('.');
+  if (dot != std::string::npos && dot > 0) name.erase(dot);
+  return name;
+}
+
+bool MakeDirs(const std::string &dir) {
+  if (dir.empty()) return false;
+  std::string partial;
+  std::size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = dir.find('/', pos + 1);
+    partial = dir.substr(0, pos);
+    if (partial.empty()) continue;
+    if (mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) return false;
+  }
+  struct stat st;
+  return stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace ascend310_infer

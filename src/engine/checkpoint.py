@@ -1,0 +1,87 @@
+"""Checkpoints that are written atomically, verified on load, and matched by name and shape."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable
+
+import mindspore as ms
+
+logger = logging.getLogger("src.engine")
+
+# Keys the training loop stores beside the weights; never reported as unexpected.
+BOOKKEEPING_KEYS = ("epoch_num", "step_num", "loss_scale", "loss_scale_good_steps", "global_step",
+                    "learning_rate", "best_metric")
+# Optimizer state saved with a training checkpoint; irrelevant when loading a network for inference.
+OPTIMIZER_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "beta1_power", "beta2_power")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, corrupted, or of another network."""
+
+
+def save_checkpoint_atomic(obj, path: str, append_dict: dict | None = None) -> str:
+    """Save with a crc under a temporary name, then rename: an interrupted write never leaves a
+    file under the final name."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # save_checkpoint appends ".ckpt" to names without it, so the temporary name keeps the suffix.
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
+    ms.save_checkpoint(obj, tmp, append_dict=append_dict, crc_check=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str) -> dict:
+    """Load a checkpoint's parameters, checking its crc. Errors name the file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return ms.load_checkpoint(path, crc_check=True)
+    except Exception as e:  # MindSpore raises ValueError/RuntimeError with long C++ traces
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupted "
+                              f"(crc check or parse failed: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+
+
+def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: bool = False,
+                 drop_prefixes: Iterable[str] = (), strict: bool = False, source: str = "") -> dict:
+    """Load parameters into `net` by name.
+
+    Shape mismatches are an error listing every mismatched name, unless filter_shape_mismatch
+    (filter_weight: e.g. a head trained for another class count), which drops and reports them.
+    With strict, any network parameter missing from the checkpoint is an error too.
+    Returns a report {loaded, missing, unexpected, filtered}.
+    """
+    if isinstance(params, str):
+        source = source or params
+        params = read_checkpoint(params)
+    source = source or "checkpoint"
+    own = {p.name: p for p in net.get_parameters()}
+    params = {k: v for k, v in params.items() if not any(k.startswith(d) for d in drop_prefixes)}
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}"
+                  for k, v in params.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    filtered = []
+    if mismatched:
+        if not filter_shape_mismatch:
+            raise CheckpointError(f"{source} does not fit this network; {len(mismatched)} parameters differ "
+                                  "in shape (use filter_weight to drop them):\n  " + "\n  ".join(mismatched))
+        filtered = [m.split(":")[0] for m in mismatched]
+        params = {k: v for k, v in params.items() if k not in filtered}
+    missing = sorted(k for k in own if k not in params)
+    unexpected = sorted(k for k in params if k not in own and k not in BOOKKEEPING_KEYS
+                        and not k.startswith(OPTIMIZER_PREFIXES))
+    if strict and missing:
+        raise CheckpointError(f"{source} is not a checkpoint of this network: {len(missing)} of {len(own)} "
+                              "parameters are missing:\n  " + "\n  ".join(missing[:50]) +
+                              (f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else "") +
+                              (f"\nunexpected in the file: {', '.join(unexpected[:20])}" if unexpected else ""))
+    ms.load_param_into_net(net, {k: v for k, v in params.items() if k in own}, strict_load=False)
+    report = {"loaded": len(own) - len(missing), "missing": missing, "unexpected": unexpected, "filtered": filtered}
+    logger.info("loaded %d/%d parameters from %s", report["loaded"], len(own), source)
+    for key, label in (("missing", "not in the checkpoint (kept initial values)"),
+                       ("unexpected", "in the checkpoint but not in the network (ignored)"),
+                       ("filtered", "dropped by filter_weight (shape differs)")):
+        if report[key]:
+            print(f"{len(report[key])} parameters {label}: {', '.join(report[key][:10])}"
+                  f"{' ...' if len(report[key]) > 10 else ''}", flush=True)
+    return report

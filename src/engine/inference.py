@@ -1,0 +1,48 @@
+"""Loading a trained network for inference, and the helpers eval.py / infer.py / postprocess.py share."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from src.engine.checkpoint import load_weights
+
+
+def load_inference_network(cfg, api, ckpt_path: str):
+    """Build the model's inference graph and load a checkpoint into it (all weights required)."""
+    if not ckpt_path:
+        raise ValueError("no checkpoint given: pass --checkpoint_path (eval.py) or --ckpt_file (export.py, infer.py)")
+    net = api.build_inference_network(cfg)
+    load_weights(net, os.path.abspath(ckpt_path), strict=True)
+    net.set_train(False)
+    return net
+
+
+def read_image(path: str) -> np.ndarray:
+    """RGB uint8 image from a file; errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot decode image {path} (corrupt or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def draw_detections(img_rgb: np.ndarray, det: dict, class_names, score_threshold: float = 0.3) -> np.ndarray:
+    """BGR picture with each detection's box, class name and score."""
+    out = cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR)
+    rng = np.random.default_rng(7)
+    colours = rng.integers(64, 256, (len(class_names) + 1, 3)).tolist()
+    for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
+        if score < score_threshold:
+            continue
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        colour = colours[int(label)]
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
+        text = f"{class_names[int(label) - 1]} {score:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        y_text = max(y1, th + 4)
+        cv2.rectangle(out, (x1, y_text - th - 4), (x1 + tw + 2, y_text), colour, -1)
+        cv2.putText(out, text, (x1 + 1, y_text - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return out

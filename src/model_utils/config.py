@@ -1,0 +1,212 @@
+"""Model-zoo style configuration: YAML files with `base:` inheritance, overridden by flags.
+
+    python train.py --config_path configs/ssd/ssd300.yaml --epoch_size 2 --optim.lr 0.1
+
+- `base: [a.yaml, b.yaml]` merges the listed files first (paths relative to the file that
+  names them); later files and the file itself win. Nested mappings merge key by key.
+- Every flag must name a key that exists (dotted for nested keys); values are parsed as YAML
+  and must keep the type of the default. Unknown keys are errors that name the key.
+- Paths in a config may be relative to the working directory or to the config file that set
+  them; `Config.path(key)` resolves them and names the key when the file is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Iterable
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "default_config.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: unknown key, bad value or missing file."""
+
+
+class Config:
+    """Attribute and item access over a nested dict, remembering where each value came from."""
+
+    def __init__(self, data: dict, origins: dict | None = None, prefix: str = ""):
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_origins", origins if origins is not None else {})
+        object.__setattr__(self, "_prefix", prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(f"config has no key '{self._prefix}{name}'") from None
+        if isinstance(value, dict):
+            return Config(value, self._origins, f"{self._prefix}{name}.")
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._data[name] = value
+
+    __getitem__ = __getattr__
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._data
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self._data else default
+
+    def to_dict(self) -> dict:
+        return _deep_copy(self._data)
+
+    def origin_dir(self, key: str) -> str:
+        """Directory of the config file that set `key` (dotted), or the working directory."""
+        return self._origins.get(self._prefix + key, os.getcwd())
+
+    def path(self, key: str, must_exist: bool = True) -> str:
+        """Resolve the path stored under `key`, trying the working directory, then the
+        directory of the config file that set it. Raises FileNotFoundError naming the key."""
+        value = getattr(self, key)
+        if not value:
+            raise ConfigError(f"config key '{self._prefix}{key}' is empty but a path is needed")
+        value = os.path.expanduser(str(value))
+        if os.path.isabs(value):
+            candidates = [value]
+        else:
+            candidates = [os.path.abspath(value), os.path.join(self.origin_dir(key), value)]
+        for candidate in candidates:
+            if os.path.exists(candidate):
+                return os.path.normpath(candidate)
+        if must_exist:
+            raise FileNotFoundError(
+                f"config key '{self._prefix}{key}' points to '{value}', which does not exist "
+                f"(looked at: {', '.join(dict.fromkeys(candidates))})")
+        return os.path.normpath(candidates[0])
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def _merge(dst: dict, src: dict, origins: dict, origin: str, prefix: str = "") -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value, origins, origin, f"{prefix}{key}.")
+        else:
+            dst[key] = _deep_copy(value)
+            _record_origins(value, origins, origin, f"{prefix}{key}")
+
+
+def _record_origins(value: Any, origins: dict, origin: str, key: str) -> None:
+    origins[key] = origin
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record_origins(v, origins, origin, f"{key}.{k}")
+
+
+def load_yaml(path: str, origins: dict | None = None, _stack: tuple = ()) -> dict:
+    """Load a YAML config and the files in its `base:` list, merged in order."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path in _stack:
+        raise ConfigError(f"config inheritance cycle: {' -> '.join(_stack + (path,))}")
+    origins = {} if origins is None else origins
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse config file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level")
+    bases = data.pop("base", []) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    here = os.path.dirname(path)
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(here, base)
+        # The recursive call records where each base key came from; the merge must not
+        # overwrite that, hence the throwaway origins dict.
+        _merge(merged, load_yaml(base_path, origins, _stack + (path,)), {}, here)
+    _merge(merged, data, origins, here)
+    return merged
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"flag --{key} expects True or False, got '{text}'")
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+        raise ConfigError(f"flag --{key} expects a number, got '{text}'")
+    if isinstance(default, str):
+        return text
+    if isinstance(default, list):
+        if isinstance(value, list):
+            return value
+        return [value] if not isinstance(value, str) or "," not in value else \
+            [yaml.safe_load(v) for v in value.split(",")]
+    return value
+
+
+def _set_dotted(data: dict, key: str, text: str, origins: dict) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"unknown config key '{key}' (no '{'.'.join(parts[:i + 1])}' in the config)")
+        if i == len(parts) - 1:
+            node[part] = _parse_value(key, text, node[part])
+            origins[key] = os.getcwd()
+        else:
+            node = node[part]
+
+
+def parse_cli(argv: Iterable[str] | None = None, default_config: str = DEFAULT_CONFIG,
+              description: str = "") -> Config:
+    """Build the config from `--config_path` (default: default_config.yaml) and `--key value` flags."""
+    parser = argparse.ArgumentParser(description=description, add_help=True,
+                                     epilog="Any config key can be overridden with --key value "
+                                            "(nested keys: --section.key value).")
+    parser.add_argument("--config_path", default=default_config, help="YAML config file")
+    args, rest = parser.parse_known_args(list(argv) if argv is not None else None)
+    origins: dict = {}
+    data = load_yaml(args.config_path, origins)
+    data["config_path"] = os.path.abspath(args.config_path)
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument '{token}' (flags are --key value)")
+        key = token[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(rest) or (rest[i + 1].startswith("--") and not _is_number(rest[i + 1])):
+                raise ConfigError(f"flag --{key} needs a value")
+            text = rest[i + 1]
+            i += 2
+        _set_dotted(data, key, text, origins)
+    return Config(data, origins)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,21 @@
+"""Model name (config key `model`) -> the package implementing the model interface.
+
+Each package module provides: build_train_network(cfg), build_inference_network(cfg, train_net=None),
+create_dataset(cfg, split, rank, group_size), create_evaluator(cfg), metas_from_batch(batch),
+postprocess(cfg, outputs, metas), example_inputs(cfg, batch_size), num_classes(cfg),
+BACKBONE_PREFIX and METRIC.
+"""
+from __future__ import annotations
+
+import importlib
+
+MODELS = {
+    "ssd300_mobilenet_v2": "src.ssd.model",
+}
+
+
+def get_model(name: str):
+    """Import and return the model-interface module registered under `name`."""
+    if name not in MODELS:
+        raise ValueError(f"config key 'model' is '{name}'; known models: {', '.join(sorted(MODELS))}")
+    return importlib.import_module(MODELS[name])
