@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def work(tmp_path: Path) -> Path:
     (tmp_path / "images").mkdir()
     write_json(tmp_path / "rank_table_4p.json", v1_table({"10.0.0.1": [4, 5, 6, 7]}))
     write_json(tmp_path / "rank_table_2s.json",
-               v1_table({"10.0.0.1": [0, 1, 2, 3], "10.0.0.2": [4, 5, 6, 7]}))
+               v1_table({"203.0.113.1": [0, 1, 2, 3], "203.0.113.2": [4, 5, 6, 7]}))
     return tmp_path
 
 
@@ -373,7 +374,7 @@ def test_distribute_ascend_bad_table(work: Path):
 
 def test_distribute_ascend_second_server(work: Path):
     result = run_script("run_distribute_train_ascend.sh", "rank_table_2s.json", "4", "config.yaml",
-                        cwd=work, env={"SERVER_ID": "10.0.0.2"})
+                        cwd=work, env={"SERVER_ID": "203.0.113.2"})
     assert result.returncode == 0, result.stderr
     lines = rank_lines(result.stdout)
     assert [env["RANK_ID"] for _, env, _ in lines] == ["4", "5", "6", "7"]
@@ -383,9 +384,9 @@ def test_distribute_ascend_second_server(work: Path):
 
 def test_distribute_ascend_unknown_server(work: Path):
     result = run_script("run_distribute_train_ascend.sh", "rank_table_2s.json", "4", "config.yaml",
-                        cwd=work, env={"SERVER_ID": "10.9.9.9"})
+                        cwd=work, env={"SERVER_ID": "203.0.113.9"})
     assert result.returncode != 0
-    assert "10.9.9.9" in result.stderr and "not in the rank table" in result.stderr
+    assert "203.0.113.9" in result.stderr and "not in the rank table" in result.stderr
 
 
 def test_distribute_gpu_dry_run(work: Path):
@@ -670,12 +671,21 @@ def test_cli_prints_devices_count_and_ranks(work: Path):
 
 
 def test_cli_two_servers(work: Path):
-    table = str(work / "rank_table_2s.json")
-    assert _cli(table, "--server", "10.0.0.2").stdout == "4 5 6 7\n"
-    assert _cli(table, "--server", "10.0.0.2", "--ranks").stdout == "4 5 6 7\n"
-    assert _cli(table, "--servers").stdout == "10.0.0.1 10.0.0.2\n"
+    table = str(work / "rank_table_2s.json")  # documentation-only addresses, never this host
+    assert _cli(table, "--server", "203.0.113.2").stdout == "4 5 6 7\n"
+    assert _cli(table, "--server", "203.0.113.2", "--ranks").stdout == "4 5 6 7\n"
+    assert _cli(table, "--server", "203.0.113.2", "--count").stdout == "4\n"
+    assert _cli(table, "--servers").stdout == "203.0.113.1 203.0.113.2\n"
     # this host is neither server: the first one is used
     assert _cli(table).stdout == "0 1 2 3\n"
+    missing = _cli(table, "--server", "203.0.113.9")
+    assert missing.returncode == 1 and "203.0.113.9" in missing.stderr
+
+
+def test_cli_picks_this_host_among_servers(tmp_path: Path):
+    table = write_json(tmp_path / "rt.json", v1_table({"some-other-host": [0, 1], socket.gethostname(): [2, 3]}))
+    assert _cli(str(table)).stdout == "2 3\n"
+    assert _cli(str(table), "--ranks").stdout == "2 3\n"
 
 
 def test_cli_error_exit_code(tmp_path: Path):

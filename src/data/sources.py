@@ -14,7 +14,7 @@ import logging
 import os
 
 from src.data import records as readers
-from src.data.mindrecord_io import ensure_mindrecord, write_detection_mindrecord
+from src.data.mindrecord_io import ensure_mindrecord, open_detection_mindrecord, write_detection_mindrecord
 from src.model_utils.config import Config, ConfigError
 
 logger = logging.getLogger("src.data")
@@ -118,3 +118,10 @@ def class_info(cfg: Config) -> tuple[list[str], list[int]]:
         cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
     cats = [c for c in cats if c["name"] not in readers.BACKGROUND_NAMES]
     return [c["name"] for c in cats], [c["id"] for c in cats]
+
+
+def shard_image_ids(cfg: Config, split: str, rank: int, group_size: int) -> list[int]:
+    """Image ids a data-parallel rank reads (MindSpore pads uneven shards by repeating images)."""
+    data = open_detection_mindrecord(mindrecord_path(cfg, split), columns=["image_id"], num_shards=group_size,
+                                     shard_id=rank, shuffle=False)
+    return [int(row["image_id"]) for row in data.create_dict_iterator(num_epochs=1, output_numpy=True)]

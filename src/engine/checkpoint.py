@@ -12,6 +12,8 @@ logger = logging.getLogger("src.engine")
 # Keys the training loop stores beside the weights; never reported as unexpected.
 BOOKKEEPING_KEYS = ("epoch_num", "step_num", "loss_scale", "loss_scale_good_steps", "global_step",
                     "learning_rate", "best_metric")
+# Rebuilt from the config on every run (its length follows epoch_size), so never restored.
+NOT_RESTORED = ("learning_rate",)
 # Optimizer state saved with a training checkpoint; irrelevant when loading a network for inference.
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "beta1_power", "beta2_power")
 
@@ -39,8 +41,13 @@ def read_checkpoint(path: str) -> dict:
     try:
         return ms.load_checkpoint(path, crc_check=True)
     except Exception as e:  # MindSpore raises ValueError/RuntimeError with long C++ traces
+        # MindSpore wraps a failed crc check in "May not have permission to read it"; report the whole chain.
+        reasons, cause = [], e
+        while cause is not None:
+            reasons.append(str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+            cause = cause.__cause__
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupted "
-                              f"(crc check or parse failed: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+                              f"(crc check or parse failed: {'; '.join(reasons)})") from e
 
 
 def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: bool = False,
@@ -57,7 +64,8 @@ def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: boo
         params = read_checkpoint(params)
     source = source or "checkpoint"
     own = {p.name: p for p in net.get_parameters()}
-    params = {k: v for k, v in params.items() if not any(k.startswith(d) for d in drop_prefixes)}
+    params = {k: v for k, v in params.items()
+              if k not in NOT_RESTORED and not any(k.startswith(d) for d in drop_prefixes)}
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}"
                   for k, v in params.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     filtered = []
@@ -67,7 +75,7 @@ def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: boo
                                   "in shape (use filter_weight to drop them):\n  " + "\n  ".join(mismatched))
         filtered = [m.split(":")[0] for m in mismatched]
         params = {k: v for k, v in params.items() if k not in filtered}
-    missing = sorted(k for k in own if k not in params)
+    missing = sorted(k for k in own if k not in params and k not in NOT_RESTORED)
     unexpected = sorted(k for k in params if k not in own and k not in BOOKKEEPING_KEYS
                         and not k.startswith(OPTIMIZER_PREFIXES))
     if strict and missing:

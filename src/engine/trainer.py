@@ -57,6 +57,11 @@ def train(cfg) -> dict:
     if steps_per_epoch == 0:
         raise ValueError(f"the training set has fewer images than batch_size={cfg.batch_size} per device")
     print(f"rank {rank}/{group_size}: {steps_per_epoch} steps per epoch of batch {cfg.batch_size}", flush=True)
+    if group_size > 1:
+        ids = api.shard_ids(cfg, rank, group_size)
+        with open(os.path.join(output_dir, f"shard_{rank}.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(map(str, ids)) + "\n")
+        print(f"rank {rank} reads {len(ids)} images (ids in {output_dir}/shard_{rank}.txt)", flush=True)
 
     net_with_loss = api.build_train_network(cfg)
     if cfg.pre_trained:

@@ -13,12 +13,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any, Iterable
 
 import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "default_config.yaml")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-3 / 5E4 as floats (YAML 1.1 wants a dot: 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml_load(stream):
+    return yaml.load(stream, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -118,7 +133,7 @@ def load_yaml(path: str, origins: dict | None = None, _stack: tuple = ()) -> dic
     origins = {} if origins is None else origins
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f) or {}
+            data = _yaml_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"cannot parse config file {path}: {e}") from e
     if not isinstance(data, dict):
@@ -139,7 +154,7 @@ def load_yaml(path: str, origins: dict | None = None, _stack: tuple = ()) -> dic
 
 def _parse_value(key: str, text: str, default: Any) -> Any:
     try:
-        value = yaml.safe_load(text)
+        value = _yaml_load(text)
     except yaml.YAMLError:
         value = text
     if default is None or value is None:
@@ -158,7 +173,7 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
         if isinstance(value, list):
             return value
         return [value] if not isinstance(value, str) or "," not in value else \
-            [yaml.safe_load(v) for v in value.split(",")]
+            [_yaml_load(v) for v in value.split(",")]
     return value
 
 

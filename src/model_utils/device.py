@@ -24,11 +24,13 @@ def init_context(cfg) -> tuple[int, int]:
     mode = ms.GRAPH_MODE if str(cfg.mode).lower() == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     if cfg.run_distribute:
-        # Under msrun/mpirun the device id is the local rank; set_device must follow init().
         from mindspore.communication import get_group_size, get_local_rank, get_rank, init
-        ms.set_device(cfg.device_target) if cfg.device_target == "CPU" else None
-        init()
-        if cfg.device_target != "CPU":
+        if cfg.device_target == "CPU":
+            ms.set_device("CPU")
+            init()
+        else:
+            # Under msrun/mpirun the device is the local rank (rank-table launches set DEVICE_ID).
+            init()
             ms.set_device(cfg.device_target, int(os.environ.get("DEVICE_ID", get_local_rank())))
         rank, group_size = get_rank(), get_group_size()
         ms.reset_auto_parallel_context()

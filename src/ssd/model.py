@@ -14,7 +14,7 @@ from src.box.nms import multiclass_nms
 from src.box.priors import num_boxes_per_location, ssd_default_boxes
 from src.data import transforms as T
 from src.data.mindrecord_io import open_detection_mindrecord
-from src.data.sources import class_info, ensure_split_mindrecord
+from src.data.sources import class_info, ensure_split_mindrecord, shard_image_ids
 from src.metric.coco_eval import COCOEvaluator
 from src.model_utils.config import Config
 from src.ssd.network import SSDInference, SSDMobileNetV2, SSDWithLoss
@@ -146,6 +146,11 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
 
 
 # ------------------------------------------------------------------- evaluation & output
+
+def shard_ids(cfg: Config, rank: int, group_size: int) -> list[int]:
+    """Training image ids of one data-parallel rank (logged by the trainer)."""
+    return shard_image_ids(cfg, "train", rank, group_size)
+
 
 def create_evaluator(cfg: Config) -> COCOEvaluator:
     names, cat_ids = class_info(cfg)

@@ -1,0 +1,32 @@
+"""Helpers shared by the benchmarks: machine description and the one-line JSON result."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import mindspore
+    import numpy
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "mindspore": mindspore.__version__, "numpy": numpy.__version__,
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
+
+
+def emit(result: dict) -> None:
+    """Print the benchmark's single JSON line."""
+    result["machine"] = machine()
+    print(json.dumps(result, sort_keys=True), flush=True)
