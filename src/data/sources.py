@@ -104,15 +104,28 @@ def ensure_split_mindrecord(cfg: Config, split: str, rank: int = 0) -> str:
 
 def class_info(cfg: Config) -> tuple[list[str], list[int]]:
     """Foreground class names (label = index + 1) and their source category ids."""
+    if cfg.get("class_names"):
+        names = list(cfg.class_names)
+        if cfg.dataset in ("txt", "voc"):
+            return names, list(range(1, len(names) + 1))
+        all_names, all_ids = class_info_from_source(cfg)
+        by_name = dict(zip(all_names, all_ids))
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"class_names {unknown} are not categories of the '{cfg.dataset}' dataset")
+        return names, [by_name[n] for n in names]
+    return class_info_from_source(cfg)
+
+
+def class_info_from_source(cfg: Config) -> tuple[list[str], list[int]]:
+    """All foreground categories the source defines, in id order."""
     if cfg.dataset == "shapes":
         from src.data.shapes import SHAPE_CLASSES
         return list(SHAPE_CLASSES), list(range(1, len(SHAPE_CLASSES) + 1))
-    if cfg.dataset == "voc" and not cfg.get("class_names"):
-        names = list(readers.VOC_CLASSES)
-        return names, list(range(1, len(names) + 1))
-    if cfg.dataset == "txt" or cfg.get("class_names"):
-        names = list(cfg.class_names)
-        return names, list(range(1, len(names) + 1))
+    if cfg.dataset == "voc":
+        return list(readers.VOC_CLASSES), list(range(1, len(readers.VOC_CLASSES) + 1))
+    if cfg.dataset == "txt":
+        raise ConfigError("dataset 'txt' needs config key 'class_names' (the foreground classes, in label order)")
     src = source_description(cfg, "val")
     with open(src["json"], encoding="utf-8") as f:
         cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
