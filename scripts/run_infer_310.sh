@@ -3,7 +3,9 @@
 #   1. bash ascend310_infer/build.sh          (only if ascend310_infer/build/main is missing)
 #   2. ascend310_infer/build/main --mindir_path=MINDIR --dataset_path=DATA_PATH --device_id=ID
 #        --image_height=H --image_width=W --output_dir=<run>/result_Files
-#   3. python postprocess.py --config_path CONFIG --result_dir <run>/result_Files --image_dir DATA_PATH
+#   3. python postprocess.py --config_path CONFIG --result_dir <run>/result_Files
+#      (it scores the images of the config's val split found in result_Files, so DATA_PATH
+#      should be that split's image folder)
 # H and W come from IMAGE_HEIGHT / IMAGE_WIDTH (default 300). DEVICE_ID defaults to $DEVICE_ID or 0.
 # Extra --key value flags go to postprocess.py. Logs: <run>/build.log, infer.log, acc.log.
 USAGE="CONFIG_PATH MINDIR_PATH DATA_PATH [DEVICE_ID] [--key value ...]"
@@ -42,7 +44,7 @@ run_step "$RUN_DIR/infer.log" "$INFER_MAIN" --mindir_path="$MINDIR_PATH" --datas
     --device_id="$DEVICE_ID" --image_height="$IMAGE_HEIGHT" --image_width="$IMAGE_WIDTH" \
     --output_dir="$RESULT_DIR"
 run_step "$RUN_DIR/acc.log" "$PYTHON" postprocess.py --config_path "$CONFIG_PATH" \
-    --result_dir "$RESULT_DIR" --image_dir "$DATA_PATH" ${EXTRA[@]+"${EXTRA[@]}"}
+    --result_dir "$RESULT_DIR" ${EXTRA[@]+"${EXTRA[@]}"}
 is_dry_run && exit 0
 info "inference results: $RESULT_DIR"
 info "accuracy log: $RUN_DIR/acc.log"

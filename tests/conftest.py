@@ -34,7 +34,7 @@ def tiny_ssd_args(data_cache) -> list[str]:
     return ["--config_path", SSD_CONFIG, "--shapes_dir", os.path.join(data_cache, "shapes_tiny"),
             "--mindrecord_dir", os.path.join(data_cache, "mindrecord"), "--shapes_num_train", "16",
             "--shapes_num_val", "6", "--batch_size", "4", "--eval_batch_size", "3", "--epoch_size", "2",
-            "--run_eval", "False", "--warmup_epochs", "0", "--lr", "0.02", "--log_every", "1"]
+            "--run_eval", "False", "--warmup_epochs", "0", "--lr", "0.002", "--log_every", "1"]
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def test_checkpoint_holds_epoch_step_and_optimizer_state(tiny_ssd_run):
     params = read_checkpoint(tiny_ssd_run["last_ckpt"])
     assert int(params["epoch_num"].asnumpy()) == 2
     assert int(params["step_num"].asnumpy()) == 8
-    assert any(k.startswith("moments.") for k in params)
+    assert any(k.startswith(("moment1.", "moments.")) for k in params)  # Adam's / momentum's state
     assert int(params["global_step"].asnumpy().reshape(-1)[0]) == 8
 
 
@@ -160,3 +160,37 @@ def test_postprocess_of_310_layout_outputs_matches_eval(tiny_ssd_run, exported, 
                                           "--output_dir", str(tmp_path / "e")])
     for key in ("mAP", "mAP50", "AR100"):
         assert from_bins[key] == pytest.approx(from_eval[key], abs=1e-3)
+
+
+def test_freeze_backbone_with_pretrained_and_eval_while_training_keeps_best(tiny_ssd_run, tmp_path):
+    import train
+    from src.engine.checkpoint import read_checkpoint
+    out = tmp_path / "frozen"
+    summary = train.main(tiny_ssd_run["args"] + [
+        "--pre_trained", tiny_ssd_run["last_ckpt"], "--freeze_layer", "backbone", "--epoch_size", "2",
+        "--run_eval", "True", "--eval_start_epoch", "1", "--eval_interval", "1", "--save_best_ckpt", "True",
+        "--output_dir", str(out)])
+    assert [e for e, _ in summary["eval_history"]] == [1, 2]
+    best = os.path.join(summary["ckpt_dir"], "ssd300_mobilenet_v2_best.ckpt")
+    assert os.path.isfile(best)
+    assert int(read_checkpoint(best)["epoch_num"].asnumpy()) == summary["best"]["epoch"]
+    before = read_checkpoint(tiny_ssd_run["last_ckpt"])
+    after = read_checkpoint(os.path.join(summary["ckpt_dir"], "ssd300_mobilenet_v2-2_4.ckpt"))
+    conv = "network.backbone.features_1.3.conv.1.features.0.weight"
+    np.testing.assert_array_equal(before[conv].asnumpy(), after[conv].asnumpy())  # frozen
+    head = "network.multi_box.multi_cls_layers.0.3.weight"
+    assert np.abs(before[head].asnumpy() - after[head].asnumpy()).max() > 0  # trained
+
+
+@pytest.mark.parametrize("preset", [None, "AVX512_CORE"])
+def test_entry_points_set_onednn_isa_unless_user_did(preset):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    if preset:
+        env["ONEDNN_MAX_CPU_ISA"] = preset
+    for entry in ("train", "eval", "export", "infer", "postprocess"):
+        out = subprocess.run([sys.executable, "-c", f"import {entry}, os; print(os.environ['ONEDNN_MAX_CPU_ISA'])"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
+        assert out == (preset or "AVX2"), entry

@@ -138,3 +138,15 @@ def shard_image_ids(cfg: Config, split: str, rank: int, group_size: int) -> list
     data = open_detection_mindrecord(mindrecord_path(cfg, split), columns=["image_id"], num_shards=group_size,
                                      shard_id=rank, shuffle=False)
     return [int(row["image_id"]) for row in data.create_dict_iterator(num_epochs=1, output_numpy=True)]
+
+
+def detection_eval_items(cfg: Config):
+    """(image file stem, meta with ground truth) for every val image, read from the source
+    (postprocess.py matches them to the 310 program's `<stem>_<i>.bin` outputs)."""
+    stats = readers.ReadStats()
+    records, _, _ = read_records(cfg, "val", stats)
+    for rec in records:
+        rec = readers.sanitize_boxes(rec, stats)
+        stem = os.path.splitext(os.path.basename(rec.file_name))[0]
+        yield stem, {"image_id": rec.image_id, "height": rec.height, "width": rec.width, "gt_boxes": rec.boxes,
+                     "gt_labels": rec.labels, "gt_iscrowd": rec.iscrowd}

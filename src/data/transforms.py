@@ -43,6 +43,19 @@ def preprocess_for_inference(img_rgb: np.ndarray, size: tuple[int, int],
     return normalize_chw(resize(img_rgb, size), mean, std)[None]
 
 
+def pad_ground_truth(boxes: np.ndarray, labels: np.ndarray, iscrowd: np.ndarray, max_gt: int):
+    """Ground truth padded (or cut) to max_gt rows so that evaluation images can be batched;
+    padding rows have label 0."""
+    n = min(labels.size, max_gt)
+    out_boxes = np.zeros((max_gt, 4), np.float32)
+    out_labels = np.zeros(max_gt, np.int32)
+    out_crowd = np.zeros(max_gt, np.int32)
+    out_boxes[:n] = boxes.reshape(-1, 4)[:n]
+    out_labels[:n] = labels.reshape(-1)[:n]
+    out_crowd[:n] = iscrowd.reshape(-1)[:n]
+    return out_boxes, out_labels, out_crowd
+
+
 # ---------------------------------------------------------------- box-aware augmentations
 # All take and return RGB uint8 images and (N,4) x1,y1,x2,y2 pixel boxes; `rng` is a
 # numpy Generator so that a seeded pipeline is reproducible.

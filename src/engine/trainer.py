@@ -5,6 +5,7 @@ import os
 import time
 
 import mindspore as ms
+import mindspore.dataset  # noqa: F401  (ms.dataset.config)
 from mindspore import nn
 from mindspore.train import Model
 
@@ -47,6 +48,7 @@ def train(cfg) -> dict:
     """Train the configured model; returns a summary (output paths, last loss, eval history)."""
     rank, group_size = init_context(cfg)
     ms.set_seed(cfg.seed)
+    ms.dataset.config.set_seed(cfg.seed)  # the shuffle order too, so runs repeat
     api = get_model(cfg.model)
     output_dir = os.path.abspath(cfg.output_dir)
     ckpt_dir = os.path.join(output_dir, f"ckpt_{rank}")
@@ -71,6 +73,8 @@ def train(cfg) -> dict:
     elif cfg.freeze_layer != "none":
         raise ValueError(f"config key 'freeze_layer' must be none or backbone, got '{cfg.freeze_layer}'")
 
+    if cfg.amp_level != "O0":
+        net_with_loss = ms.amp.auto_mixed_precision(net_with_loss, cfg.amp_level)
     lr = build_lr(cfg, steps_per_epoch)
     optimizer = build_optimizer(cfg, net_with_loss.trainable_params(), lr)
     dynamic = bool(cfg.dynamic_loss_scale) and cfg.loss_scale > 1

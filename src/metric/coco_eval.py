@@ -84,3 +84,24 @@ class COCOEvaluator:
             with contextlib.redirect_stdout(quiet):
                 coco_eval.summarize()
         return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)}
+
+
+def detection_evaluator(cfg) -> COCOEvaluator:
+    """COCO box evaluator for the configured dataset's classes."""
+    from src.data.sources import class_info
+    names, cat_ids = class_info(cfg)
+    return COCOEvaluator(names, cat_ids)
+
+
+def detection_metas(batch: dict) -> list[dict]:
+    """Per-image metadata (id, original size, ground truth without padding) from an eval batch
+    with columns image_id, height, width, gt_boxes, gt_labels, gt_iscrowd (label 0 = padding)."""
+    metas = []
+    for i in range(len(batch["image_id"])):
+        valid = batch["gt_labels"][i] > 0
+        metas.append({"image_id": int(np.asarray(batch["image_id"][i]).reshape(-1)[0]),
+                      "height": int(np.asarray(batch["height"][i]).reshape(-1)[0]),
+                      "width": int(np.asarray(batch["width"][i]).reshape(-1)[0]),
+                      "gt_boxes": batch["gt_boxes"][i][valid], "gt_labels": batch["gt_labels"][i][valid],
+                      "gt_iscrowd": batch["gt_iscrowd"][i][valid]})
+    return metas

@@ -1,7 +1,6 @@
 """SSD's model interface: what the entry points call (see src/registry.py)."""
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -14,8 +13,8 @@ from src.box.nms import multiclass_nms
 from src.box.priors import num_boxes_per_location, ssd_default_boxes
 from src.data import transforms as T
 from src.data.mindrecord_io import open_detection_mindrecord
-from src.data.sources import class_info, ensure_split_mindrecord, shard_image_ids
-from src.metric.coco_eval import COCOEvaluator
+from src.data.sources import class_info, detection_eval_items, ensure_split_mindrecord, shard_image_ids
+from src.metric.coco_eval import detection_evaluator, detection_metas
 from src.model_utils.config import Config
 from src.ssd.network import SSDInference, SSDMobileNetV2, SSDWithLoss
 
@@ -64,7 +63,8 @@ class _TrainTransform:
         self.coder = CenterSizeCoder(priors(cfg), cfg.prior_scaling)
         self.priors_xyxy = self.coder.priors_xyxy
         self.threshold = cfg.match_threshold
-        self.expand = cfg.get("expand_ratio", 1.0)
+        self.augment = cfg.augment
+        self.expand = cfg.expand_ratio
         self.seed = seed
         self.local = threading.local()
         self.counter = 0
@@ -83,10 +83,11 @@ class _TrainTransform:
         img = T.decode_image(image.tobytes())
         keep = iscrowd.reshape(-1) == 0
         boxes, labels = boxes.reshape(-1, 4)[keep].astype(np.float32), labels.reshape(-1)[keep].astype(np.int32)
-        img = T.photometric_distort(img, rng)
-        img, boxes = T.random_expand(img, boxes, rng, self.expand)
-        img, boxes, labels = T.ssd_random_crop(img, boxes, labels, rng)
-        img, boxes = T.random_hflip(img, boxes, rng)
+        if self.augment:
+            img = T.photometric_distort(img, rng)
+            img, boxes = T.random_expand(img, boxes, rng, self.expand)
+            img, boxes, labels = T.ssd_random_crop(img, boxes, labels, rng)
+            img, boxes = T.random_hflip(img, boxes, rng)
         h, w = img.shape[:2]
         img = T.resize(img, self.size)
         norm_boxes = boxes / np.asarray([w, h, w, h], np.float32)
@@ -109,14 +110,8 @@ class _EvalTransform:
 
     def __call__(self, image, boxes, labels, iscrowd):
         img = T.decode_image(image.tobytes())
-        n = min(len(labels), self.max_gt)
-        gt_boxes = np.zeros((self.max_gt, 4), np.float32)
-        gt_labels = np.zeros(self.max_gt, np.int32)
-        gt_crowd = np.zeros(self.max_gt, np.int32)
-        gt_boxes[:n] = boxes.reshape(-1, 4)[:n]
-        gt_labels[:n] = labels.reshape(-1)[:n]
-        gt_crowd[:n] = iscrowd.reshape(-1)[:n]
-        return T.preprocess_for_inference(img, self.size)[0], gt_boxes, gt_labels, gt_crowd
+        return (T.preprocess_for_inference(img, self.size)[0],) + T.pad_ground_truth(boxes, labels, iscrowd,
+                                                                                      self.max_gt)
 
 
 def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
@@ -152,22 +147,9 @@ def shard_ids(cfg: Config, rank: int, group_size: int) -> list[int]:
     return shard_image_ids(cfg, "train", rank, group_size)
 
 
-def create_evaluator(cfg: Config) -> COCOEvaluator:
-    names, cat_ids = class_info(cfg)
-    return COCOEvaluator(names, cat_ids)
-
-
-def metas_from_batch(batch: dict) -> list[dict]:
-    """Per-image metadata (id, original size, ground truth without padding) from an eval batch."""
-    metas = []
-    for i in range(len(batch["image_id"])):
-        valid = batch["gt_labels"][i] > 0
-        metas.append({"image_id": int(np.asarray(batch["image_id"][i]).reshape(-1)[0]),
-                      "height": int(np.asarray(batch["height"][i]).reshape(-1)[0]),
-                      "width": int(np.asarray(batch["width"][i]).reshape(-1)[0]),
-                      "gt_boxes": batch["gt_boxes"][i][valid], "gt_labels": batch["gt_labels"][i][valid],
-                      "gt_iscrowd": batch["gt_iscrowd"][i][valid]})
-    return metas
+create_evaluator = detection_evaluator
+metas_from_batch = detection_metas
+eval_items = detection_eval_items
 
 
 def postprocess(cfg: Config, outputs, metas) -> list[dict]:
@@ -193,16 +175,3 @@ def output_shapes(cfg: Config, batch_size: int = 1) -> list[tuple]:
     """Shapes of the exported graph's outputs: boxes (B,N,4) and scores (B,N,C)."""
     n = len(priors(cfg))
     return [(batch_size, n, 4), (batch_size, n, num_classes(cfg))]
-
-
-def eval_items(cfg: Config):
-    """(image file stem, meta with ground truth) for every val image, for postprocess.py."""
-    from src.data.records import ReadStats, sanitize_boxes
-    from src.data.sources import read_records
-    stats = ReadStats()
-    records, _, _ = read_records(cfg, "val", stats)
-    for rec in records:
-        rec = sanitize_boxes(rec, stats)
-        stem = os.path.splitext(os.path.basename(rec.file_name))[0]
-        yield stem, {"image_id": rec.image_id, "height": rec.height, "width": rec.width, "gt_boxes": rec.boxes,
-                     "gt_labels": rec.labels, "gt_iscrowd": rec.iscrowd}
