@@ -51,11 +51,16 @@ def measure(train_batches, repeats: int) -> dict:
         step(*inputs).asnumpy()  # compile
         result[f"train_step_s_bs{bs}"] = round(_median_time(lambda: step(*inputs).asnumpy(), repeats), 4)
 
-    infer = model.build_inference_network(cfg)
-    infer.set_train(False)
+    from src.engine.inference import fold_batchnorm
     x = ms.Tensor(rng.standard_normal((1, 3, 300, 300)).astype(np.float32))
-    outs = [o.asnumpy() for o in infer(x)]
-    result["infer_network_s_bs1"] = round(_median_time(lambda: [o.asnumpy() for o in infer(x)], 10), 4)
+    for folded in (False, True):  # eval.py, infer.py and export.py use the folded graph
+        infer = model.build_inference_network(cfg)
+        if folded:
+            fold_batchnorm(infer)
+        infer.set_train(False)
+        outs = [o.asnumpy() for o in infer(x)]
+        key = "infer_network_s_bs1" if folded else "infer_network_unfolded_bn_s_bs1"
+        result[key] = round(_median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
     # Post-processing on realistic scores: a trained network's scores are mostly near zero with
     # a few confident priors; random sigmoid outputs would put every prior above min_score.
     scores = (rng.random(outs[1].shape) ** 8 * 0.3).astype(np.float32)

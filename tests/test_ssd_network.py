@@ -85,3 +85,42 @@ def test_training_targets_decode_back_to_the_boxes(tiny_ssd_args):
         assert np.all(decoded[:, 2:] > decoded[:, :2])
         assert decoded.min() > -0.01 and decoded.max() < 1.01
         assert np.all(batch["gt_loc"][i][~pos] == 0)
+
+
+def test_mixed_precision_keeps_parameter_names_and_runs(tiny_ssd_args):
+    """Ascend/GPU configs train with amp O2; their checkpoints must load into the fp32 network."""
+    import mindspore as ms
+    from src.engine.trainer import mixed_precision
+    from src.model_utils.config import parse_cli
+    from src.ssd import model
+    cfg = parse_cli(tiny_ssd_args)
+    net = model.build_train_network(cfg)
+    before = [p.name for p in net.get_parameters()]
+    mixed_precision(net, "O2")
+    assert [p.name for p in net.get_parameters()] == before
+    n = len(model.priors(cfg))
+    loss = net(ms.Tensor(np.zeros((1, 3, 300, 300), np.float32)), ms.Tensor(np.zeros((1, n, 4), np.float32)),
+               ms.Tensor(np.zeros((1, n), np.int32)), ms.Tensor(np.ones((1,), np.int32)))
+    assert loss.dtype == ms.float32 and np.isfinite(loss.asnumpy())
+
+
+def test_folding_batchnorm_keeps_inference_outputs(cfg_81):
+    import mindspore as ms
+    from src.engine.inference import fold_batchnorm
+    from src.ssd import model
+    net = model.build_inference_network(cfg_81)
+    rng = np.random.default_rng(3)
+    for p in net.get_parameters():  # non-trivial statistics, as after training
+        if "moving_mean" in p.name or "beta" in p.name:
+            p.set_data(ms.Tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
+        if "moving_variance" in p.name or "gamma" in p.name:
+            p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    net.set_train(False)
+    x = ms.Tensor(rng.standard_normal((1, 3, 300, 300)).astype(np.float32))
+    before = [o.asnumpy() for o in net(x)]
+    assert fold_batchnorm(net) == 77
+    assert not [c for _, c in net.cells_and_names() if isinstance(c, ms.nn.BatchNorm2d)]
+    net.set_train(False)
+    after = [o.asnumpy() for o in net(x)]
+    for a, b in zip(after, before):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

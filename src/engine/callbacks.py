@@ -75,7 +75,8 @@ class CheckpointSaver(Callback):
 
 class EvalCallback(Callback):
     """Runs `evaluate()` (returning a metrics dict) from eval_start_epoch every eval_interval
-    epochs; with save_best, keeps `<prefix>_best.ckpt` of the network with the best `metric`."""
+    epochs and after the last epoch; with save_best, keeps `<prefix>_best.ckpt` of the network
+    with the best `metric`."""
 
     def __init__(self, evaluate: Callable[[], dict], network, out_dir: str, prefix: str, metric: str = "mAP",
                  start_epoch: int = 1, interval: int = 1, save_best: bool = True):
@@ -95,7 +96,8 @@ class EvalCallback(Callback):
     def on_train_epoch_end(self, run_context):
         cb = run_context.original_args()
         epoch = cb.cur_epoch_num
-        if epoch < self.start_epoch or (epoch - self.start_epoch) % self.interval:
+        on_grid = epoch >= self.start_epoch and (epoch - self.start_epoch) % self.interval == 0
+        if not on_grid and epoch != cb.epoch_num:
             return
         start = time.time()
         metrics = self.evaluate()

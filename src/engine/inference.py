@@ -5,6 +5,8 @@ import os
 
 import cv2
 import numpy as np
+import mindspore as ms
+from mindspore import nn
 
 from src.engine.checkpoint import load_weights
 
@@ -15,8 +17,40 @@ def load_inference_network(cfg, api, ckpt_path: str):
         raise ValueError("no checkpoint given: pass --checkpoint_path (eval.py) or --ckpt_file (export.py, infer.py)")
     net = api.build_inference_network(cfg)
     load_weights(net, os.path.abspath(ckpt_path), strict=True)
+    fold_batchnorm(net)
     net.set_train(False)
     return net
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias computing conv followed by bn (in inference mode)."""
+    scale = bn.gamma.asnumpy() / np.sqrt(bn.moving_variance.asnumpy() + bn.eps)
+    weight = conv.weight.asnumpy() * scale.reshape(-1, 1, 1, 1)
+    bias = bn.beta.asnumpy() - bn.moving_mean.asnumpy() * scale
+    if conv.has_bias:
+        bias = bias + conv.bias.asnumpy() * scale
+    return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
+                     conv.padding, conv.dilation, conv.group, has_bias=True,
+                     weight_init=ms.Tensor(weight.astype(np.float32)),
+                     bias_init=ms.Tensor(bias.astype(np.float32)))
+
+
+def fold_batchnorm(net: nn.Cell) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d in a SequentialCell into the conv.
+
+    Exact in inference mode and removes a pass over every feature map; only for networks that
+    will not be trained again. Returns the number of folded pairs.
+    """
+    folded = 0
+    for _, cell in net.cells_and_names():
+        if not isinstance(cell, nn.SequentialCell):
+            continue
+        for i in range(len(cell) - 1):
+            if isinstance(cell[i], nn.Conv2d) and isinstance(cell[i + 1], nn.BatchNorm2d):
+                cell[i] = _folded_conv(cell[i], cell[i + 1])
+                cell[i + 1] = nn.Identity()
+                folded += 1
+    return folded
 
 
 def read_image(path: str) -> np.ndarray:

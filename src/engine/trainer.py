@@ -44,6 +44,18 @@ def freeze(network: nn.Cell, prefix: str) -> int:
     return frozen
 
 
+def mixed_precision(net_with_loss: nn.Cell, amp_level: str) -> None:
+    """Mixed precision for `net_with_loss.network` only (the loss stays fp32), in place.
+
+    MindSpore's wrappers insert `_backbone.` into parameter names; the original names are put
+    back so checkpoints of an AMP run load into the fp32 network used for eval and export.
+    """
+    names = {id(p): p.name for p in net_with_loss.get_parameters()}
+    net_with_loss.network = ms.amp.auto_mixed_precision(net_with_loss.network, amp_level)
+    for p in net_with_loss.get_parameters():
+        p.name = names[id(p)]
+
+
 def train(cfg) -> dict:
     """Train the configured model; returns a summary (output paths, last loss, eval history)."""
     rank, group_size = init_context(cfg)
@@ -74,7 +86,7 @@ def train(cfg) -> dict:
         raise ValueError(f"config key 'freeze_layer' must be none or backbone, got '{cfg.freeze_layer}'")
 
     if cfg.amp_level != "O0":
-        net_with_loss = ms.amp.auto_mixed_precision(net_with_loss, cfg.amp_level)
+        mixed_precision(net_with_loss, cfg.amp_level)
     lr = build_lr(cfg, steps_per_epoch)
     optimizer = build_optimizer(cfg, net_with_loss.trainable_params(), lr)
     dynamic = bool(cfg.dynamic_loss_scale) and cfg.loss_scale > 1

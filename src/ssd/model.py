@@ -64,6 +64,7 @@ class _TrainTransform:
         self.priors_xyxy = self.coder.priors_xyxy
         self.threshold = cfg.match_threshold
         self.augment = cfg.augment
+        self.random_crop = cfg.random_crop
         self.expand = cfg.expand_ratio
         self.seed = seed
         self.local = threading.local()
@@ -86,7 +87,8 @@ class _TrainTransform:
         if self.augment:
             img = T.photometric_distort(img, rng)
             img, boxes = T.random_expand(img, boxes, rng, self.expand)
-            img, boxes, labels = T.ssd_random_crop(img, boxes, labels, rng)
+            if self.random_crop:
+                img, boxes, labels = T.ssd_random_crop(img, boxes, labels, rng)
             img, boxes = T.random_hflip(img, boxes, rng)
         h, w = img.shape[:2]
         img = T.resize(img, self.size)
