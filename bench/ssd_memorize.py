@@ -20,16 +20,8 @@ DATA = os.path.join(os.path.dirname(common.REPO_ROOT), "shared", "data", "coco_l
 def main() -> None:
     if not os.path.isdir(DATA):
         sys.exit(f"{DATA} not found: this benchmark needs ../shared/data beside the repository")
-    ann = os.path.join(DATA, "annotations.json")
-    cfg = parse_cli(["--config_path", f"{common.REPO_ROOT}/configs/ssd/ssd300.yaml",
-                     "--dataset", "coco_json", "--train_json", ann, "--train_image_dir", DATA,
-                     "--val_json", ann, "--val_image_dir", DATA, "--mindrecord_dir", "./data_cache/mindrecord",
-                     "--output_dir", "./outputs/bench_ssd_memorize", "--batch_size", "3", "--eval_batch_size", "3",
-                     "--epoch_size", "300", "--optimizer", "adam", "--lr", "0.002", "--warmup_epochs", "10", "--weight_decay", "0",
-                     "--loss_scale", "1", "--augment", "False", "--log_every", "50", "--save_checkpoint_epochs", "300",
-                     "--keep_checkpoint_max", "1", "--seed", "1"] + sys.argv[1:])
-    cfg.run_eval = True
-    cfg.eval_start_epoch = cfg.epoch_size
+    cfg = parse_cli(["--config_path", f"{common.REPO_ROOT}/configs/ssd/ssd300_memorize.yaml",
+                     "--mindrecord_dir", "./data_cache/mindrecord"] + sys.argv[1:])
     start = time.time()
     summary = train(cfg)
     epoch, metrics = summary["eval_history"][-1]
