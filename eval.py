@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: `python eval.py --config_path CONFIG --checkpoint_path CKPT`.
 
-Prints the metric table (pycocotools for detectors), writes the detections to
-<output_dir>/eval/detections.json (original-image coordinates) and returns the metrics.
+Prints the metric table (pycocotools for detectors, word accuracy per set for recognizers),
+writes the results to <output_dir>/eval/ (detections.json in original-image coordinates, or
+predictions.jsonl) with metrics.json, and returns the metrics.
 """
 import json
 import os
@@ -23,10 +24,10 @@ def main(argv=None) -> dict:
     evaluator = api.create_evaluator(cfg)
     metrics = run_evaluation(api, cfg, net, dataset, evaluator)
     out_dir = os.path.join(os.path.abspath(cfg.output_dir), "eval")
-    evaluator.write_detections(os.path.join(out_dir, "detections.json"))
+    results = evaluator.write_results(out_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
-    print(f"{api.METRIC}: {metrics[api.METRIC]:.4f}; detections written to {out_dir}/detections.json", flush=True)
+    print(f"{api.METRIC}: {metrics[api.METRIC]:.4f}; results written to {results}", flush=True)
     return metrics
 
 

@@ -2,8 +2,9 @@
 
 Each package module provides: build_train_network(cfg), build_inference_network(cfg, train_net=None),
 create_dataset(cfg, split, rank, group_size), create_evaluator(cfg), metas_from_batch(batch),
-postprocess(cfg, outputs, metas), example_inputs(cfg, batch_size), num_classes(cfg),
-BACKBONE_PREFIX and METRIC.
+postprocess(cfg, outputs, metas), preprocess_image(cfg, img_rgb), show_result(cfg, img_rgb, result,
+output), eval_items(cfg), output_shapes(cfg, batch_size), shard_ids(cfg, rank, group_size),
+example_inputs(cfg, batch_size), num_classes(cfg), BACKBONE_PREFIX and METRIC.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import importlib
 
 MODELS = {
     "ssd300_mobilenet_v2": "src.ssd.model",
+    "crnn": "src.crnn.model",
 }
 
 

@@ -49,13 +49,15 @@ class COCOEvaluator:
                                            round(float(box[2] - box[0]), 2), round(float(box[3] - box[1]), 2)],
                                   "score": round(float(score), 5)})
 
-    def write_detections(self, path: str) -> None:
-        """Write the detections in the COCO results format (json list)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    def write_results(self, out_dir: str) -> str:
+        """Write the detections in the COCO results format to out_dir/detections.json."""
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, "detections.json")
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(self.dets, f)
         os.replace(tmp, path)
+        return path
 
     def compute(self, verbose: bool = True) -> dict:
         """Run COCOeval; print its standard table when verbose; return the 12 stats by name."""

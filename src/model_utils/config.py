@@ -75,10 +75,10 @@ class Config:
         """Directory of the config file that set `key` (dotted), or the working directory."""
         return self._origins.get(self._prefix + key, os.getcwd())
 
-    def path(self, key: str, must_exist: bool = True) -> str:
+    def path(self, key: str, must_exist: bool = True, value: str | None = None) -> str:
         """Resolve the path stored under `key`, trying the working directory, then the
         directory of the config file that set it. Raises FileNotFoundError naming the key."""
-        value = getattr(self, key)
+        value = getattr(self, key) if value is None else value
         if not value:
             raise ConfigError(f"config key '{self._prefix}{key}' is empty but a path is needed")
         value = os.path.expanduser(str(value))
@@ -94,6 +94,16 @@ class Config:
                 f"config key '{self._prefix}{key}' points to '{value}', which does not exist "
                 f"(looked at: {', '.join(dict.fromkeys(candidates))})")
         return os.path.normpath(candidates[0])
+
+    def paths(self, key: str, must_exist: bool = True) -> list[str]:
+        """Resolve a list of paths under `key` (a single path, or a comma-separated string
+        from the command line, counts as a list) like :meth:`path`."""
+        value = getattr(self, key)
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value or [])
+        items = [v for v in items if v]
+        if not items:
+            raise ConfigError(f"config key '{self._prefix}{key}' is empty but at least one path is needed")
+        return [self.path(key, must_exist, value=v) for v in items]
 
     def __repr__(self) -> str:
         return f"Config({self._data!r})"

@@ -1,8 +1,10 @@
 """SSD's model interface: what the entry points call (see src/registry.py)."""
 from __future__ import annotations
 
+import os
 import threading
 
+import cv2
 import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
@@ -14,6 +16,7 @@ from src.box.priors import num_boxes_per_location, ssd_default_boxes
 from src.data import transforms as T
 from src.data.mindrecord_io import open_detection_mindrecord
 from src.data.sources import class_info, detection_eval_items, ensure_split_mindrecord, shard_image_ids
+from src.engine.inference import draw_detections
 from src.metric.coco_eval import detection_evaluator, detection_metas
 from src.model_utils.config import Config
 from src.ssd.network import SSDInference, SSDMobileNetV2, SSDWithLoss
@@ -171,6 +174,17 @@ def postprocess(cfg: Config, outputs, metas) -> list[dict]:
 def preprocess_image(cfg: Config, img_rgb: np.ndarray) -> np.ndarray:
     """One RGB image -> the network's (1,3,H,W) input (the 310 program does the same in C++)."""
     return T.preprocess_for_inference(img_rgb, tuple(cfg.img_shape))
+
+
+def show_result(cfg: Config, img_rgb: np.ndarray, det: dict, output: str | None) -> None:
+    """infer.py: print the detections and draw them into `output` (default IMG_det.png)."""
+    names = class_info(cfg)[0]
+    for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
+        print(f"{names[int(label) - 1]:>12s} {score:.3f} [{', '.join(f'{v:.1f}' for v in box)}]")
+    output = output or os.path.splitext(cfg.image)[0] + "_det.png"
+    if not cv2.imwrite(output, draw_detections(img_rgb, det, names)):
+        raise OSError(f"cannot write {output}")
+    print(f"{len(det['scores'])} detections; picture written to {output}", flush=True)
 
 
 def output_shapes(cfg: Config, batch_size: int = 1) -> list[tuple]:

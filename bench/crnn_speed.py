@@ -1,0 +1,95 @@
+"""CRNN speed on this machine: training step at batch 64 (images/s), inference latency at batch 1
+and 64 (network and CTC decoding separately), data pipeline images/s with 1 and 2 workers.
+
+    python bench/crnn_speed.py [--repeats 5]
+
+Prints one JSON line. Each figure is the median of several timed repetitions after warm-up
+(graph compile excluded). The training step is the one train.py runs: SGD with Nesterov
+momentum, global-norm clipping, CTC loss.
+"""
+import argparse
+import os
+import time
+
+import common  # noqa: F401
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _config(*overrides):
+    from src.model_utils.config import parse_cli
+    return parse_cli(["--config_path", os.path.join(common.REPO_ROOT, "configs/crnn/crnn_words.yaml"), *overrides])
+
+
+def measure(batch: int, repeats: int) -> dict:
+    import numpy as np
+    import mindspore as ms
+    from src.crnn import model
+    from src.engine.inference import fold_batchnorm
+    from src.engine.train_step import TrainStep
+    from src.engine.trainer import build_optimizer
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    cfg = _config()
+    rng = np.random.default_rng(0)
+    net = model.build_train_network(cfg)
+    step = TrainStep(net, build_optimizer(cfg, net.trainable_params(), np.full(10, cfg.lr, np.float32)),
+                     clip_norm=cfg.clip_norm)
+    lengths = rng.integers(3, 11, batch).astype(np.int32)
+    labels = rng.integers(0, 36, (batch, cfg.max_text_length)).astype(np.int32)
+    inputs = (ms.Tensor(rng.uniform(-1, 1, (batch, 3, 32, 100)).astype(np.float32)), ms.Tensor(labels),
+              ms.Tensor(lengths))
+    step(*inputs).asnumpy()  # compile
+    result = {f"train_step_s_bs{batch}": round(_median_time(lambda: step(*inputs).asnumpy(), repeats), 4)}
+    result[f"train_img_per_s_bs{batch}"] = round(batch / result[f"train_step_s_bs{batch}"], 1)
+
+    infer = model.build_inference_network(cfg)
+    fold_batchnorm(infer)  # eval.py, infer.py and export.py use the folded graph
+    infer.set_train(False)
+    for bs in (1, batch):
+        x = ms.Tensor(rng.uniform(-1, 1, (bs, 3, 32, 100)).astype(np.float32))
+        probs = [o.asnumpy() for o in infer(x)]
+        result[f"infer_network_s_bs{bs}"] = round(_median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
+        result[f"decode_s_bs{bs}"] = round(_median_time(lambda: model.postprocess(cfg, probs, None), 20), 5)
+        result[f"infer_total_s_bs{bs}"] = round(result[f"infer_network_s_bs{bs}"] + result[f"decode_s_bs{bs}"], 4)
+    return result
+
+
+def measure_pipeline(workers: int, batches: int = 8) -> float:
+    """Training images/s of the word-crop pipeline (LMDB read, decode, resize, encode), no network."""
+    from src.crnn import model
+    cfg = _config("--num_workers", str(workers))
+    data = model.create_dataset(cfg, "train")
+    it = data.create_tuple_iterator(num_epochs=1, output_numpy=True)
+    next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return round(batches * cfg.batch_size / (time.perf_counter() - start), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    import src  # noqa: F401
+    result = {"benchmark": "crnn_speed", "model": "crnn", "classes": 37, "input": "3x32x100"}
+    result.update(measure(args.batch, args.repeats))
+    for workers in (1, 2):
+        result[f"pipeline_img_per_s_workers{workers}"] = measure_pipeline(workers)
+    result["official_reference"] = {"train_step_s_bs64": 3.37, "train_img_per_s_bs64": 19, "infer_s_bs1": 0.039}
+    common.emit(result)
+
+
+if __name__ == "__main__":
+    main()

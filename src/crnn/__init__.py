@@ -1,0 +1,1 @@
+"""CRNN text recognizer: VGG-style CNN + two bidirectional LSTMs + CTC."""

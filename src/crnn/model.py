@@ -1,0 +1,140 @@
+"""CRNN's model interface: what the entry points call (see src/registry.py)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import mindspore as ms
+import mindspore.dataset as ds
+
+from src.crnn.network import CRNN, CRNNInference, CRNNWithLoss
+from src.data.alphabet import Alphabet, alphabet_from_config
+from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
+from src.metric.text_accuracy import TextAccuracy
+from src.model_utils.config import Config
+
+BACKBONE_PREFIX = "network.vgg."
+METRIC = "accuracy"
+# Ground-truth labels of evaluation sets may be longer than what the model is trained on.
+_EVAL_MAX_LENGTH = LABEL_BYTES // 4
+
+
+def alphabet(cfg: Config) -> Alphabet:
+    return alphabet_from_config(cfg)
+
+
+def num_classes(cfg: Config) -> int:
+    """Characters + the CTC blank."""
+    return alphabet(cfg).num_classes
+
+
+def build_network(cfg: Config) -> CRNN:
+    return CRNN(num_classes(cfg), cfg.image_channels, cfg.hidden_size)
+
+
+def build_train_network(cfg: Config) -> CRNNWithLoss:
+    return CRNNWithLoss(build_network(cfg), alphabet(cfg).blank)
+
+
+def build_inference_network(cfg: Config, train_network: CRNNWithLoss | None = None) -> CRNNInference:
+    """The exported graph; shares weights with train_network when given."""
+    return CRNNInference(train_network.network if train_network is not None else build_network(cfg))
+
+
+def example_inputs(cfg: Config, batch_size: int = 1) -> tuple:
+    h, w = cfg.img_shape
+    return (ms.Tensor(np.zeros((batch_size, cfg.image_channels, h, w), np.float32)),)
+
+
+def output_shapes(cfg: Config, batch_size: int = 1) -> list[tuple]:
+    """Shape of the exported graph's output: per-step probabilities (B, T, C)."""
+    return [(batch_size, cfg.img_shape[1] // 4 - 1, num_classes(cfg))]
+
+
+# ------------------------------------------------------------------------ data
+
+def text_sets(cfg: Config, split: str) -> list[TextSet]:
+    """The LMDB sets of a split. dataset=words: the embedded rendered crops (generated on
+    first use); dataset=lmdb: `train_lmdb` (all roots concatenated) or `eval_lmdb` (each root
+    scored as its own set)."""
+    if cfg.dataset == "words":
+        from src.data.words import ensure_word_crops
+        abc = alphabet(cfg)
+        paths = ensure_word_crops(cfg.path("words_dir", must_exist=False), cfg.words_num_train, cfg.words_num_val,
+                                  cfg.words_seed, charset=abc.characters, case_sensitive=abc.case_sensitive)
+        return [TextSet(split, [paths[split]])]
+    if cfg.dataset == "lmdb":
+        if split == "train":
+            return [TextSet("train", cfg.paths("train_lmdb"))]
+        return [TextSet(os.path.basename(p.rstrip("/")) or p, [p]) for p in cfg.paths("eval_lmdb")]
+    raise ValueError(f"config key 'dataset' must be words or lmdb for {cfg.model}, got '{cfg.dataset}'")
+
+
+def _samples(cfg: Config, split: str) -> TextSamples:
+    if split == "train":
+        return TextSamples(text_sets(cfg, split), alphabet(cfg), cfg.max_text_length)
+    # The usual protocol: characters the model cannot produce are removed from the ground truth.
+    return TextSamples(text_sets(cfg, split), alphabet(cfg), _EVAL_MAX_LENGTH, unknown=cfg.eval_label_filter)
+
+
+def _shard(num_rows: int, rank: int, group_size: int) -> list[int]:
+    """Every rank gets the same number of rows (unequal step counts would hang the
+    gradient all-reduce); the few rows that do not divide evenly are left out."""
+    per_rank = num_rows // group_size
+    return list(range(rank, per_rank * group_size, group_size))
+
+
+def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
+                   training: bool | None = None) -> ds.Dataset:
+    """Batched dataset of a split. Training batches: (image, label, label_length); evaluation
+    batches: (image, label_bytes, set_id, sample)."""
+    training = split == "train" if training is None else training
+    samples = _samples(cfg, split)
+    rows = _shard(len(samples), rank, group_size) if training else range(len(samples))
+    source = TextSource(samples, rows, cfg.img_shape, cfg.image_channels, cfg.max_text_length, training)
+    columns = ["image", "label", "label_length"] if training else ["image", "label_bytes", "set_id", "sample"]
+    # Threads, not processes: OpenCV releases the GIL and the skip counters stay in one place.
+    data = ds.GeneratorDataset(source, columns, shuffle=training, num_parallel_workers=cfg.num_workers,
+                               python_multiprocessing=False)
+    batch_size = cfg.batch_size if training else cfg.eval_batch_size
+    return data.batch(batch_size, drop_remainder=training)
+
+
+def shard_ids(cfg: Config, rank: int, group_size: int) -> list[int]:
+    """Sample numbers (0-based, over the concatenated training LMDBs) one rank trains on."""
+    samples = _samples(cfg, "train")
+    return [samples.rows[r][1] for r in _shard(len(samples), rank, group_size)]
+
+
+# ------------------------------------------------------------------- evaluation & output
+
+def create_evaluator(cfg: Config) -> TextAccuracy:
+    return TextAccuracy([s.name for s in text_sets(cfg, "val")])
+
+
+def metas_from_batch(batch: dict) -> list[dict]:
+    return [{"label": label_from_bytes(batch["label_bytes"][i]), "set": int(batch["set_id"][i]),
+             "key": int(batch["sample"][i])} for i in range(len(batch["sample"]))]
+
+
+def postprocess(cfg: Config, outputs, metas) -> list[dict]:
+    """Per-step probabilities (B, T, C) -> [{"text", "confidence"}] by greedy CTC decoding.
+    Shared by eval.py, infer.py and postprocess.py."""
+    return [{"text": t, "confidence": c} for t, c in alphabet(cfg).greedy_decode(np.asarray(outputs[0]))]
+
+
+def eval_items(cfg: Config):
+    """(file stem, meta) of every evaluation sample, in the naming of :func:`dump_eval_images`."""
+    samples = _samples(cfg, "val")
+    for row, (set_id, index, text) in enumerate(samples.rows):
+        yield f"{samples.sets[set_id].name}_{index + 1:09d}", {"label": text, "set": set_id, "key": row}
+
+
+def preprocess_image(cfg: Config, img_rgb: np.ndarray) -> np.ndarray:
+    """One RGB word crop -> the network's (1, C, H, W) input."""
+    return preprocess_crop(img_rgb, cfg.img_shape[0], cfg.img_shape[1], cfg.image_channels)[None]
+
+
+def show_result(cfg: Config, img_rgb: np.ndarray, result: dict, output: str | None) -> None:
+    """infer.py: print the recognised text and its confidence."""
+    print(f"text: {result['text']!r} confidence: {result['confidence']:.3f}", flush=True)

@@ -1,0 +1,160 @@
+"""Text-recognition samples from LMDB sets: label filtering, image decoding, skipping bad records.
+
+Labels are read once when the dataset is built (a cursor pass, seconds even for MJSynth);
+samples whose label is missing, empty, too long or outside the alphabet are left out and
+counted there. Images are decoded when a sample is read; a missing or undecodable image is
+replaced by the next good sample of the same shard and counted, so an epoch never stops on a
+bad record. Every skip is logged with the LMDB folder and key.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from src.data.alphabet import Alphabet
+from src.data.text_lmdb import TextLMDB
+
+logger = logging.getLogger("src.data")
+MAX_MESSAGES = 20
+# Ground truth travels through the eval pipeline as fixed-size UTF-8 bytes (zero-padded).
+LABEL_BYTES = 256
+
+
+@dataclass
+class SkipLog:
+    """Counts of skipped samples by reason; the first messages are logged as warnings."""
+
+    counts: Counter = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def skip(self, reason: str, where: str) -> None:
+        with self.lock:
+            self.counts[reason] += 1
+            if len(self.messages) < MAX_MESSAGES:
+                msg = f"skipped {where}: {reason}"
+                self.messages.append(msg)
+                logger.warning(msg)
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items())) or "none"
+
+
+@dataclass
+class TextSet:
+    """One named evaluation (or training) set: the LMDB roots it concatenates."""
+
+    name: str
+    roots: list[str]
+
+
+class TextSamples:
+    """The usable samples of one or more sets: (set id, LMDB number, index, normalised label).
+
+    `unknown` overrides the alphabet's policy for characters outside it ("strip" is the
+    standard protocol for evaluating a 36-character model on mixed-case, punctuated sets).
+    `max_length` drops labels CTC cannot emit in the available time steps.
+    """
+
+    def __init__(self, sets: Sequence[TextSet], alphabet: Alphabet, max_length: int, unknown: str | None = None,
+                 progress: bool = True):
+        self.sets = list(sets)
+        self.alphabet = alphabet
+        self.dbs = [TextLMDB(s.roots) for s in self.sets]
+        self.log = SkipLog()
+        rows = []
+        for set_id, db in enumerate(self.dbs):
+            for index, raw in db.labels(progress):
+                if raw is None:
+                    self.log.skip("missing label", db.describe(index, "label"))
+                    continue
+                text = alphabet.normalize(raw.strip(), unknown)
+                if text is None:
+                    reason = "empty label" if not raw.strip() else "characters outside the alphabet"
+                    self.log.skip(reason, f"{db.describe(index, 'label')} ({raw[:40]!r})")
+                elif len(text) > max_length:
+                    self.log.skip(f"label longer than {max_length}", f"{db.describe(index, 'label')} ({raw[:40]!r})")
+                else:
+                    rows.append((set_id, index, text))
+        self.rows = rows
+        total = sum(len(db) for db in self.dbs)
+        print(f"text samples: {len(rows)} of {total} usable in {', '.join(s.name for s in self.sets)}; "
+              f"skipped: {self.log.summary()}", flush=True)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def preprocess_crop(img_rgb: np.ndarray, height: int, width: int, channels: int = 3) -> np.ndarray:
+    """RGB uint8 word crop -> float32 (C, H, W) in [-1, 1], stretched to the network's size."""
+    img = cv2.resize(img_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    if channels == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
+    return (img.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)
+
+
+class TextSource:
+    """Random-access source for ``mindspore.dataset.GeneratorDataset``.
+
+    Training items: (image, label ids padded with the blank to max_length, label length).
+    Evaluation items add the ground truth as UTF-8 bytes, the set id and the sample number.
+    `rows` selects this source's samples (a data-parallel shard).
+    """
+
+    def __init__(self, samples: TextSamples, rows: Sequence[int], image_size: Sequence[int], channels: int,
+                 max_length: int, training: bool):
+        self.samples = samples
+        self.rows = list(rows)
+        self.height, self.width = int(image_size[0]), int(image_size[1])
+        self.channels = channels
+        self.max_length = max_length
+        self.training = training
+        if not self.rows:
+            raise ValueError("no usable text samples (see the skipped counts above)")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _decode(self, row: int) -> np.ndarray | None:
+        set_id, index, _ = self.samples.rows[row]
+        db = self.samples.dbs[set_id]
+        data = db.image(index)
+        if data is None:
+            self.samples.log.skip("missing image", db.describe(index))
+            return None
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None or img.shape[0] < 2 or img.shape[1] < 2:
+            self.samples.log.skip("undecodable image", db.describe(index))
+            return None
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def __getitem__(self, item: int):
+        for attempt in range(len(self.rows)):
+            row = self.rows[(item + attempt) % len(self.rows)]
+            img = self._decode(row)
+            if img is not None:
+                break
+        else:
+            raise ValueError("no decodable image in the data set (see the skipped counts above)")
+        set_id, _, text = self.samples.rows[row]
+        image = preprocess_crop(img, self.height, self.width, self.channels)
+        if self.training:
+            ids = self.samples.alphabet.encode(text)
+            label = np.full(self.max_length, self.samples.alphabet.blank, np.int32)
+            label[:len(ids)] = ids
+            return image, label, np.int32(len(ids))
+        truth = np.zeros(LABEL_BYTES, np.uint8)
+        raw = text.encode("utf-8")[:LABEL_BYTES]
+        truth[:len(raw)] = np.frombuffer(raw, np.uint8)
+        return image, truth, np.int32(set_id), np.int32(row)
+
+
+def label_from_bytes(row: np.ndarray) -> str:
+    """Inverse of the zero-padded UTF-8 ground-truth column."""
+    return bytes(np.asarray(row, np.uint8)).rstrip(b"\0").decode("utf-8", errors="replace")
