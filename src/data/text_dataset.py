@@ -17,6 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from src.data import transforms as T
 from src.data.alphabet import Alphabet
 from src.data.text_lmdb import TextLMDB
 
@@ -92,11 +93,13 @@ class TextSamples:
 
 
 def preprocess_crop(img_rgb: np.ndarray, height: int, width: int, channels: int = 3) -> np.ndarray:
-    """RGB uint8 word crop -> float32 (C, H, W) in [-1, 1], stretched to the network's size."""
-    img = cv2.resize(img_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    """RGB uint8 word crop -> float32 (C, H, W) in [-1, 1], stretched to the network's size:
+    the shared inference preprocessing with mean = std = 127.5 (so the 310 program's C++
+    preprocessing applies too)."""
+    img = T.resize(img_rgb, (height, width))
     if channels == 1:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
-    return (img.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)
+    return T.normalize_chw(img, (127.5,) * channels, (127.5,) * channels)
 
 
 class TextSource:
