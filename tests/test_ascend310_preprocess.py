@@ -2,7 +2,9 @@
 
 Builds the OpenCV-only part of ascend310_infer (``preprocess`` + ``preprocess_tool``, CMake
 option PREPROCESS_ONLY=ON) into a temporary directory once per module, runs ``preprocess_tool``
-on images written here, and compares with ``src.data.transforms.preprocess_for_inference``.
+on images written here, and compares with the Python preprocessing of each model:
+``src.data.transforms.preprocess_for_inference`` (SSD, the default ImageNet statistics) and
+``src.crnn.model.preprocess_image`` (CRNN: 32x100, ``--mean``/``--std`` 127.5).
 
 It also compiles ``src/main.cc`` against a tiny *stub* of the MindSpore C++ API (written below;
 no MindSpore code) so that the inference program's argument parsing, image listing and
@@ -78,8 +80,8 @@ def _python_reference(path: Path, height: int, width: int) -> np.ndarray:
     return preprocess_for_inference(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (height, width))
 
 
-def _cpp(tool: Path, image: Path, height: int, width: int, out: Path) -> np.ndarray:
-    _check(_run([tool, image, height, width, out]), "preprocess_tool")
+def _cpp(tool: Path, image: Path, height: int, width: int, out: Path, flags: tuple = ()) -> np.ndarray:
+    _check(_run([tool, *flags, image, height, width, out]), "preprocess_tool")
     data = np.fromfile(out, dtype=np.float32)
     assert data.size == 3 * height * width, "the .bin must hold exactly 3*H*W float32 values"
     return data.reshape(1, 3, height, width)
@@ -121,6 +123,84 @@ def test_preprocess_matches_python(preprocess_tool, tmp_path, height, width):
         # JPEG decoder difference ever shows up, the *_png cases (same pixels, lossless) still
         # pin the resize + normalisation; only the JPEG cases would need a looser bound.
         assert diff <= TOL, f"{name} {height}x{width}: max |C++ - Python| = {diff}"
+
+
+CRNN_FLAGS = ("--mean=127.5,127.5,127.5", "--std=127.5,127.5,127.5")
+IMAGENET_FLAGS = ("--mean=123.675,116.28,103.53", "--std", "58.395,57.12,57.375")  # both flag forms
+
+
+@pytest.fixture(scope="module")
+def crnn_cfg():
+    """configs/crnn/crnn.yaml as the entry points load it (img_shape 32x100, 3 channels)."""
+    from src.model_utils.config import parse_cli
+    cfg = parse_cli(["--config_path", str(REPO_ROOT / "configs" / "crnn" / "crnn.yaml")])
+    assert list(cfg.img_shape) == [32, 100] and cfg.image_channels == 3
+    return cfg
+
+
+def _word_crops(d: Path) -> dict[str, Path]:
+    """Word-crop-like pictures: wider and narrower than 100, taller and shorter than 32."""
+    rng = np.random.default_rng(20240601)
+    sizes = {"wide": (31, 187), "tall": (64, 48), "tiny": (9, 23), "exact": (32, 100), "long": (40, 517)}
+    images = {}
+    for i, (name, (h, w)) in enumerate(sizes.items()):
+        img = cv2.GaussianBlur(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8), (3, 3), 0)
+        ext = ".jpg" if i % 2 else ".png"
+        images[name] = d / f"{name}{ext}"
+        assert cv2.imwrite(str(images[name]), img)
+    return images
+
+
+def test_crnn_preprocess_matches_python(preprocess_tool, crnn_cfg, tmp_path):
+    """The 310 program with the CRNN flags feeds exactly what CRNN's Python side computes."""
+    from src.crnn.model import preprocess_image
+    for name, path in _word_crops(tmp_path).items():
+        cpp = _cpp(preprocess_tool, path, 32, 100, tmp_path / f"{name}.bin", CRNN_FLAGS)
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        ref = preprocess_image(crnn_cfg, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        assert ref.shape == cpp.shape == (1, 3, 32, 100) and ref.dtype == np.float32
+        diff = float(np.abs(cpp - ref).max())
+        assert diff <= 1e-6, f"{name}: max |C++ - Python| = {diff}"
+        assert -1.0 <= cpp.min() and cpp.max() <= 1.0
+
+
+def test_ssd_preprocess_still_matches_with_explicit_flags(preprocess_tool, tmp_path):
+    """Spelling out the ImageNet statistics changes nothing: same bits as the defaults and
+    as preprocess_for_inference."""
+    images = _make_images(tmp_path)
+    images.update(_word_crops(tmp_path))
+    for name, path in images.items():
+        default = _cpp(preprocess_tool, path, 300, 300, tmp_path / f"{name}_d.bin")
+        explicit = _cpp(preprocess_tool, path, 300, 300, tmp_path / f"{name}_e.bin", IMAGENET_FLAGS)
+        np.testing.assert_array_equal(explicit, default)
+        diff = float(np.abs(explicit - _python_reference(path, 300, 300)).max())
+        assert diff <= 1e-6, f"{name}: max |C++ - Python| = {diff}"
+
+
+def test_per_channel_stats_are_applied_in_rgb_order(preprocess_tool, tmp_path):
+    """Distinct statistics per channel land on the right plane (a swapped r/b would pass the
+    CRNN case, whose three channels share one value)."""
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 30, 20, 10  # BGR: R=10, G=20, B=30
+    path = tmp_path / "flat.png"
+    assert cv2.imwrite(str(path), img)
+    out = _cpp(preprocess_tool, path, 4, 4, tmp_path / "flat.bin", ("--mean", "-1,2,3.5", "--std=2,4,0.5"))[0]
+    np.testing.assert_allclose(out[0], (10 + 1) / 2, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[1], (20 - 2) / 4, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[2], (30 - 3.5) / 0.5, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("flag", ["--mean=1,2", "--mean=1,2,3,4", "--mean=a,b,c", "--mean=1,,3", "--mean=",
+                                  "--mean=nan,0,0", "--mean=1e999,0,0", "--mean= 1,2,3", "--std=1,0,1",
+                                  "--std=-1,1,1", "--std=1,1,1e-50", "--std=inf,1,1", "--std=1;1;1"])
+def test_preprocess_tool_rejects_bad_stats(preprocess_tool, tmp_path, flag):
+    img = tmp_path / "ok.png"
+    cv2.imwrite(str(img), np.zeros((5, 5, 3), np.uint8))
+    bad = _run([preprocess_tool, flag, img, 32, 100, tmp_path / "x.bin"])
+    assert bad.returncode == 2
+    name = flag.split("=")[0]
+    assert f"error: {name} must be three" in bad.stderr, bad.stderr
+    assert not (tmp_path / "x.bin").exists()
 
 
 def test_grey_image_channels_equal(preprocess_tool, tmp_path):
@@ -177,7 +257,8 @@ def test_build_sh_argument_checks(tmp_path):
 # --------------------------------------------------------------------------------------------
 # main.cc against a stub MindSpore C++ API. Only the declarations main.cc uses, with the real
 # API's names and signatures (include/api/*.h of MindSpore). Behaviour of the stub model:
-# one input "x" (float32; shape (-1, 3, -1, -1) or fixed via MS_STUB_INPUT_HW="HxW");
+# one input "x" (float32; shape (-1, C, -1, -1) or fixed via MS_STUB_INPUT_HW="HxW", C = 3 or
+# MS_STUB_INPUT_C);
 # outputs: 0 = the input tensor itself, 1 = float16 [1.5, -2.0], 2 = int32 [7, -3].
 # --------------------------------------------------------------------------------------------
 _STUB_HEADERS = {
@@ -356,10 +437,12 @@ Status Model::Build(GraphCell, const std::shared_ptr<Context> &context) {
   return Status(kSuccess);
 }
 std::vector<MSTensor> Model::GetInputs() {
-  std::vector<int64_t> shape = {-1, 3, -1, -1};
+  const char *channels = std::getenv("MS_STUB_INPUT_C");
+  const int64_t c = channels != nullptr ? std::atoi(channels) : 3;
+  std::vector<int64_t> shape = {-1, c, -1, -1};
   const char *hw = std::getenv("MS_STUB_INPUT_HW");
   int h = 0, w = 0;
-  if (hw != nullptr && std::sscanf(hw, "%dx%d", &h, &w) == 2) shape = {1, 3, h, w};
+  if (hw != nullptr && std::sscanf(hw, "%dx%d", &h, &w) == 2) shape = {1, c, h, w};
   return {MSTensor("x", mindspore::DataType::kNumberTypeFloat32, shape, nullptr, 0)};
 }
 Status Model::Predict(const std::vector<MSTensor> &inputs, std::vector<MSTensor> *outputs) {
@@ -459,3 +542,50 @@ def test_main_errors_with_stub_mindspore(stub_main, tmp_path):
     mismatch = _run(base + ["--image_height=320"], env=env)
     assert mismatch.returncode == 1 and "does not match" in mismatch.stderr
     _check(_run(base, env=env), "main with matching fixed input shape")
+
+
+def test_main_crnn_flags_with_stub_mindspore(stub_main, crnn_cfg, tmp_path):
+    """main with the CRNN flags (as scripts/run_infer_310.sh passes them) feeds the model
+    exactly src.crnn.model.preprocess_image's tensor; names follow the exported LMDB images."""
+    from src.crnn.model import preprocess_image
+    data = tmp_path / "images"
+    data.mkdir()
+    crop_dir = tmp_path / "crops"
+    crop_dir.mkdir()
+    names = {}
+    for i, path in enumerate(_word_crops(crop_dir).values(), 1):
+        stem = f"IIIT5k_3000_{i:09d}"
+        names[stem] = data / f"{stem}{path.suffix}"
+        shutil.copyfile(path, names[stem])
+    mindir = tmp_path / "crnn.mindir"
+    mindir.write_bytes(b"stub")
+    out = tmp_path / "out"
+    env = dict(os.environ, MS_STUB_INPUT_HW="32x100")  # CRNN exports a fixed (1, 3, 32, 100) input
+    proc = _run([stub_main, f"--mindir_path={mindir}", f"--dataset_path={data}", "--image_height=32",
+                 "--image_width=100", *CRNN_FLAGS, f"--output_dir={out}"], env=env)
+    _check(proc, "main (stub, CRNN flags)")
+    assert "normalisation: mean 127.5,127.5,127.5 std 127.5,127.5,127.5" in proc.stdout
+    for stem, path in names.items():
+        fed = np.fromfile(out / f"{stem}_0.bin", np.float32).reshape(1, 3, 32, 100)
+        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        diff = float(np.abs(fed - preprocess_image(crnn_cfg, rgb)).max())
+        assert diff <= 1e-6, f"{stem}: max |C++ - Python| = {diff}"
+
+
+def test_main_stats_and_channel_errors_with_stub_mindspore(stub_main, tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    cv2.imwrite(str(data / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    mindir = tmp_path / "m.mindir"
+    mindir.write_bytes(b"stub")
+    base = [stub_main, f"--mindir_path={mindir}", f"--dataset_path={data}", f"--output_dir={tmp_path / 'o'}"]
+    for flag in ["--mean=1,2", "--mean=x,1,1", "--std=127.5,0,127.5", "--std=-1,1,1"]:
+        bad = _run(base + [flag])
+        assert bad.returncode == 2 and f"error: {flag.split('=')[0]} must be three" in bad.stderr, bad.stderr
+    # The separate-value form takes a negative mean as the value, not as a flag.
+    _check(_run(base + ["--mean", "-1,-2,-3"]), "main with a negative mean")
+    # A grey model (CRNN image_channels: 1) is refused whether its H, W are fixed or dynamic.
+    for hw in ("32x100", ""):
+        env = dict(os.environ, MS_STUB_INPUT_C="1", MS_STUB_INPUT_HW=hw)
+        grey = _run(base + ["--image_height=32", "--image_width=100", *CRNN_FLAGS], env=env)
+        assert grey.returncode == 1 and "3-channel" in grey.stderr and "image_channels: 1" in grey.stderr

@@ -336,6 +336,72 @@ def test_infer_310_dry_run(work: Path):
         assert cmds[0] == ["bash", "ascend310_infer/build.sh"]
 
 
+def _infer_main_cmd(result: subprocess.CompletedProcess) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return next(cmd for _, _, cmd in rank_lines(result.stdout) if cmd[0].endswith("ascend310_infer/build/main"))
+
+
+def test_infer_310_norm_defaults_are_imagenet(work: Path):
+    """SSD's scripts pass no NORM_*: main must still get the ImageNet statistics."""
+    cmd = _infer_main_cmd(run_script("run_infer_310.sh", *valid_args("run_infer_310.sh", work), cwd=work))
+    assert "--mean=123.675,116.28,103.53" in cmd
+    assert "--std=58.395,57.12,57.375" in cmd
+
+
+def test_infer_310_crnn_norm_passed_through(work: Path):
+    env = {"IMAGE_HEIGHT": "32", "IMAGE_WIDTH": "100",
+           "NORM_MEAN": "127.5,127.5,127.5", "NORM_STD": "127.5, 127.5, 127.5"}  # spaces are dropped
+    cmd = _infer_main_cmd(run_script("run_infer_310.sh", *valid_args("run_infer_310.sh", work), cwd=work, env=env))
+    assert "--image_height=32" in cmd and "--image_width=100" in cmd
+    assert "--mean=127.5,127.5,127.5" in cmd and "--std=127.5,127.5,127.5" in cmd
+    signed = {"NORM_MEAN": "-1.5,+2,.5e1", "NORM_STD": "1e-2,0.5,3."}  # any decimal form main parses
+    cmd = _infer_main_cmd(run_script("run_infer_310.sh", *valid_args("run_infer_310.sh", work), cwd=work,
+                                     env=signed))
+    assert "--mean=-1.5,+2,.5e1" in cmd and "--std=1e-2,0.5,3." in cmd
+
+
+@pytest.mark.parametrize("var,value", [
+    ("NORM_MEAN", "127.5,127.5"),          # two values
+    ("NORM_MEAN", "127.5,127.5,127.5,1"),  # four values
+    ("NORM_MEAN", "a,b,c"),
+    ("NORM_MEAN", "1,,2"),
+    ("NORM_MEAN", "1;2;3"),
+    ("NORM_STD", "127.5,0,127.5"),         # std must be positive: division by zero
+    ("NORM_STD", "1,-2,3"),
+    ("NORM_STD", "0.0e3,1,1"),
+    ("NORM_STD", "1,2,3,"),
+])
+def test_infer_310_bad_norm_rejected(var: str, value: str, work: Path):
+    result = run_script("run_infer_310.sh", *valid_args("run_infer_310.sh", work), cwd=work, env={var: value})
+    assert result.returncode == 1
+    assert var in result.stderr and f"'{value}'" in result.stderr
+    assert not rank_lines(result.stdout)  # stopped before building or running anything
+
+
+@pytest.mark.parametrize("how", ["config", "flag"])
+def test_infer_310_refuses_grey_crnn(how: str, work: Path):
+    """The C++ program only feeds RGB; a 1-channel CRNN must stop before the long run."""
+    base = REPO_ROOT / "configs" / "crnn" / "crnn.yaml"
+    config = work / "crnn_grey.yaml"
+    config.write_text(f"base: [{base}]\n" + ("image_channels: 1\n" if how == "config" else ""))
+    extra = ["--image_channels", "1"] if how == "flag" else []
+    env = {"IMAGE_HEIGHT": "32", "IMAGE_WIDTH": "100", "NORM_MEAN": "127.5,127.5,127.5",
+           "NORM_STD": "127.5,127.5,127.5"}
+    result = run_script("run_infer_310.sh", str(config), "model.mindir", "images", *extra, cwd=work, env=env)
+    assert result.returncode == 1
+    assert "image_channels" in result.stderr and "3-channel" in result.stderr
+    assert not rank_lines(result.stdout)
+
+
+def test_infer_310_crnn_with_imagenet_stats_warns(work: Path):
+    config = str(REPO_ROOT / "configs" / "crnn" / "crnn.yaml")
+    warned = run_script("run_infer_310.sh", config, "model.mindir", "images", cwd=work)
+    assert warned.returncode == 0 and "NORM_MEAN=127.5" in warned.stderr
+    env = {"NORM_MEAN": "127.5,127.5,127.5", "NORM_STD": "127.5,127.5,127.5"}
+    quiet = run_script("run_infer_310.sh", config, "model.mindir", "images", cwd=work, env=env)
+    assert quiet.returncode == 0 and "WARNING" not in quiet.stderr
+
+
 # ----------------------------------------------------------------------------- distributed
 
 def test_distribute_ascend_dry_run(work: Path):

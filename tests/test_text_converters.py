@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import convert_text_lmdb
+from conftest import ROOT, shared_path
 from src.data import text_converters as tc
 from src.data.text_lmdb import TextLMDB
 
@@ -360,3 +361,125 @@ def test_cli(list_dataset, tmp_path, capsys):
     with pytest.raises(ValueError, match="takes no split"):
         convert_text_lmdb.main(["--kind", "ic13", "--input", list_dataset["list"], "--output", str(out),
                                 "--split", "test"])
+
+
+# ---------------------------------------------------------------------------------------------
+# LMDB -> image files for the Ascend 310 program
+
+CRNN_CONFIG = os.path.join(ROOT, "configs", "crnn", "crnn.yaml")
+
+
+def _encoded(ext: str, seed: int, height: int = 16, width: int = 40) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ok, enc = cv2.imencode(ext, img)
+    assert ok
+    return enc.tobytes()
+
+
+def _eval_stems(root: str) -> list[str]:
+    """The stems CRNN's evaluation (and so postprocess.py) uses for the samples of `root`."""
+    from src.crnn.model import eval_items  # imports MindSpore: only the tests that need it
+    from src.model_utils.config import parse_cli
+    cfg = parse_cli(["--config_path", CRNN_CONFIG, "--eval_lmdb", root])
+    return [stem for stem, _ in eval_items(cfg)]
+
+
+def _exported(out_dir) -> dict[str, str]:
+    """stem -> file name of every file in `out_dir`."""
+    return {os.path.splitext(name)[0]: name for name in sorted(os.listdir(out_dir))}
+
+
+def test_export_lmdb_images_names_match_eval_items(tmp_path):
+    # A root holding two LMDBs: the index runs on across them, as TextLMDB and eval_items see it.
+    root = tmp_path / "IC13_mini"
+    first = [(_encoded(".jpg", 0), "Hello"), (_encoded(".png", 1), "world"), (_encoded(".bmp", 2), "abc123")]
+    second = [(_encoded(".png", 3, 32, 100), "Tiredness"), (_encoded(".jpg", 4, 20, 7), "x")]
+    tc.write_text_lmdb(str(root / "part1"), first, desc=False)
+    tc.write_text_lmdb(str(root / "part2"), second, desc=False)
+    out = tmp_path / "images"
+
+    assert tc.export_lmdb_images(str(root), str(out)) == 5
+    files = _exported(out)
+    stems = _eval_stems(str(root))
+    assert len(stems) == 5
+    # The 310 program reads the folder in file-name order; zero padding keeps that the index order.
+    assert list(files) == stems == [f"IC13_mini_{i:09d}" for i in range(1, 6)]
+    for (data, _), name in zip(first + second, files.values()):
+        assert (out / name).read_bytes() == data  # unchanged bytes, extension from the magic number
+    assert [os.path.splitext(n)[1] for n in files.values()] == [".jpg", ".png", ".bmp", ".png", ".jpg"]
+    # Re-running replaces the files and adds nothing.
+    assert tc.export_lmdb_images(str(root) + "/", str(out)) == 5
+    assert _exported(out) == files
+
+
+def test_export_real_lmdb_names_match_eval_items(tmp_path):
+    root = shared_path("data", "rec_lmdb_mmocr", "imgs.lmdb")
+    out = tmp_path / "images"
+    db = TextLMDB(root)
+    assert tc.export_lmdb_images(root, str(out)) == len(db)
+    files = _exported(out)
+    assert list(files) == _eval_stems(root)
+    for i, name in enumerate(files.values()):
+        assert (out / name).read_bytes() == db.image(i)
+
+
+def test_export_lmdb_images_bad_and_foreign_images(tmp_path, caplog, capsys):
+    import lmdb
+    caplog.set_level(logging.WARNING, logger="src.data")
+    tiff = _encoded(".tiff", 5)
+    samples = [(_encoded(".jpg", 6), "one"),
+               (b"never written", "two"),                      # deleted below: a missing image
+               (b"\xff\xd8\xff\xe0 not really a jpeg", "three"),  # JPEG magic, undecodable
+               (tiff, "four"),                                  # not a format the 310 program lists
+               (b"garbage", "five")]
+    root = tmp_path / "lmdb"
+    tc.write_text_lmdb(str(root), samples, desc=False)
+    env = lmdb.open(str(root))
+    with env.begin(write=True) as txn:
+        assert txn.delete(b"image-000000002")
+    env.close()
+    out = tmp_path / "images"
+
+    assert tc.export_lmdb_images(str(root), str(out), set_name="mine") == 2
+    assert sorted(os.listdir(out)) == ["mine_000000001.jpg", "mine_000000004.png"]
+    assert (out / "mine_000000001.jpg").read_bytes() == samples[0][0]
+    # Re-encoded losslessly from what the evaluation decodes (IMREAD_COLOR): the same pixels.
+    png = cv2.imread(str(out / "mine_000000004.png"), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(png, cv2.imdecode(np.frombuffer(tiff, np.uint8), cv2.IMREAD_COLOR))
+    text = _warnings(caplog)
+    assert f"{root}:image-000000002: image missing" in text
+    assert f"{root}:image-000000003: image cannot be decoded" in text
+    assert f"{root}:image-000000005: image cannot be decoded" in text
+    summary = capsys.readouterr().out
+    assert "exported 2 of 5 images" in summary and "missing_images=1 undecodable_images=2" in summary
+    assert "1 re-encoded as PNG" in summary
+
+
+def test_export_lmdb_images_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        tc.export_lmdb_images(str(tmp_path / "nowhere"), str(tmp_path / "out"))
+    root = tmp_path / "lmdb"
+    tc.write_text_lmdb(str(root), [(_encoded(".png", 7), "a")], desc=False)
+    with pytest.raises(ValueError, match="set_name"):
+        tc.export_lmdb_images(str(root), str(tmp_path / "out"), set_name="a/b")
+
+
+def test_cli_export_images(tmp_path, capsys):
+    root = tmp_path / "SVT_mini"
+    data = [_encoded(".jpg", 8), _encoded(".png", 9)]
+    tc.write_text_lmdb(str(root), [(d, "w") for d in data], desc=False)
+    out = tmp_path / "images"
+    assert convert_text_lmdb.main(["--export_images", "--input", str(root), "--output", str(out)]) == 2
+    assert [(out / n).read_bytes() for n in sorted(os.listdir(out))] == data
+    assert sorted(os.listdir(out)) == ["SVT_mini_000000001.jpg", "SVT_mini_000000002.png"]
+    assert f"exported 2 of 2 images of {root}" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exc:
+        convert_text_lmdb.main(["--help"])
+    assert exc.value.code == 0
+    assert "--export_images writes every image" in capsys.readouterr().out
+    for bad in (["--export_images", "--kind", "list"], []):  # conversion flag given / no --kind
+        with pytest.raises(SystemExit) as exc:
+            convert_text_lmdb.main(bad + ["--input", str(root), "--output", str(out)])
+        assert exc.value.code == 2
+    assert "--kind is required" in capsys.readouterr().err

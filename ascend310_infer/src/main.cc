@@ -1,14 +1,21 @@
 /**
- * Ascend 310 inference for an exported detection MINDIR.
+ * Ascend 310 inference for an exported MINDIR with one RGB image input (SSD detection, CRNN
+ * text recognition).
  *
  *   main --mindir_path=FILE --dataset_path=DIR [--device_id=0] [--image_height=300]
- *        [--image_width=300] [--output_dir=./result_Files]
+ *        [--image_width=300] [--mean=r,g,b] [--std=r,g,b] [--output_dir=./result_Files]
  *
  * For every image in DIR (.jpg/.jpeg/.png/.bmp, sorted by file name) the image is preprocessed
- * exactly like src/data/transforms.py:preprocess_for_inference (see preprocess.h), fed to the
- * model as one (1, 3, H, W) float32 batch, and each model output i is written to
- * OUTPUT_DIR/<image stem>_<i>.bin as raw row-major float32. postprocess.py reads those files
- * and recovers the original image sizes from the images themselves.
+ * like the Python side (see preprocess.h): resized to H x W, then (x - mean) / std per RGB
+ * channel. --mean/--std default to the ImageNet statistics that SSD uses
+ * (src/data/transforms.py:preprocess_for_inference); CRNN (src/crnn/model.py:preprocess_image)
+ * needs --image_height=32 --image_width=100 --mean=127.5,127.5,127.5 --std=127.5,127.5,127.5.
+ * Nothing in the MINDIR says which statistics it was trained with, so a wrong pair is not
+ * detected here: it only shows as poor accuracy in postprocess.py.
+ *
+ * The image goes to the model as one (1, 3, H, W) float32 batch, and each model output i is
+ * written to OUTPUT_DIR/<image stem>_<i>.bin as raw row-major float32. postprocess.py reads
+ * those files and recovers the original image sizes from the images themselves.
  */
 #include <chrono>
 #include <cerrno>
@@ -41,17 +48,23 @@ struct Options {
   int device_id = 0;
   int image_height = 300;
   int image_width = 300;
+  ascend310_infer::ChannelStats mean = ascend310_infer::kImageNetMeanRGB;
+  ascend310_infer::ChannelStats std_dev = ascend310_infer::kImageNetStdRGB;
 };
 
 void PrintUsage(const char *prog) {
   std::fprintf(stderr,
                "usage: %s --mindir_path=FILE --dataset_path=DIR [--device_id=N] [--image_height=H]\n"
-               "          [--image_width=W] [--output_dir=DIR]\n"
+               "          [--image_width=W] [--mean=R,G,B] [--std=R,G,B] [--output_dir=DIR]\n"
                "  --mindir_path   exported MINDIR file (required)\n"
                "  --dataset_path  directory of .jpg/.jpeg/.png/.bmp images (required)\n"
                "  --device_id     Ascend device id (default 0)\n"
                "  --image_height  network input height (default 300)\n"
                "  --image_width   network input width (default 300)\n"
+               "  --mean          per-channel RGB mean on the 0-255 scale\n"
+               "                  (default ImageNet 123.675,116.28,103.53; CRNN: 127.5,127.5,127.5)\n"
+               "  --std           per-channel RGB std, each > 0\n"
+               "                  (default ImageNet 58.395,57.12,57.375; CRNN: 127.5,127.5,127.5)\n"
                "  --output_dir    where <image stem>_<i>.bin files go (default ./result_Files)\n"
                "  Flags take the form --name=value or --name value.\n",
                prog);
@@ -116,6 +129,18 @@ int ParseArgs(int argc, char **argv, Options *opt) {
     } else if (name == "image_width") {
       if (!ParseInt(value, 1, &opt->image_width)) {
         std::fprintf(stderr, "error: --image_width must be a positive integer, got '%s'\n", value.c_str());
+        return -1;
+      }
+    } else if (name == "mean") {
+      if (!ascend310_infer::ParseChannelStats(value, false, &opt->mean)) {
+        std::fprintf(stderr, "error: --mean must be three finite numbers r,g,b (e.g. 127.5,127.5,127.5), got '%s'\n",
+                     value.c_str());
+        return -1;
+      }
+    } else if (name == "std") {
+      if (!ascend310_infer::ParseChannelStats(value, true, &opt->std_dev)) {
+        std::fprintf(stderr, "error: --std must be three positive numbers r,g,b (e.g. 127.5,127.5,127.5), got '%s'\n",
+                     value.c_str());
         return -1;
       }
     } else {
@@ -270,6 +295,14 @@ int main(int argc, char **argv) {
   }
   const std::vector<int64_t> expected_shape = {1, 3, opt.image_height, opt.image_width};
   std::vector<int64_t> input_shape = input_info.Shape();
+  // Checked before the dynamic-shape fallback below: a model whose channel count is known and
+  // is not 3 (CRNN exported with image_channels: 1) could never take these RGB tensors.
+  if (input_shape.size() == 4 && input_shape[1] >= 0 && input_shape[1] != 3) {
+    std::fprintf(stderr, "error: model input shape %s has %lld channels; this program feeds 3-channel RGB images "
+                         "(grey models, CRNN image_channels: 1, are not supported)\n",
+                 ShapeToString(input_shape).c_str(), static_cast<long long>(input_shape[1]));
+    return 1;
+  }
   bool dynamic = input_shape.size() != expected_shape.size();
   for (int64_t d : input_shape) dynamic = dynamic || d < 0;
   if (dynamic) {
@@ -281,6 +314,8 @@ int main(int argc, char **argv) {
   }
   std::printf("model %s: input '%s' %s float32, %zu images, device %d\n", opt.mindir_path.c_str(),
               input_info.Name().c_str(), ShapeToString(input_shape).c_str(), images.size(), opt.device_id);
+  std::printf("normalisation: mean %g,%g,%g std %g,%g,%g (RGB, 0-255 scale)\n", opt.mean[0], opt.mean[1],
+              opt.mean[2], opt.std_dev[0], opt.std_dev[1], opt.std_dev[2]);
 
   double total_ms = 0.0;
   std::size_t done = 0;
@@ -288,7 +323,8 @@ int main(int argc, char **argv) {
   for (const std::string &image : images) {
     int orig_h = 0;
     int orig_w = 0;
-    if (!ascend310_infer::PreprocessImageFile(image, opt.image_height, opt.image_width, &chw, &orig_h, &orig_w)) {
+    if (!ascend310_infer::PreprocessImageFile(image, opt.image_height, opt.image_width, &chw, &orig_h, &orig_w,
+                                              opt.mean, opt.std_dev)) {
       std::fprintf(stderr, "error: cannot read or decode image '%s'\n", image.c_str());
       return 1;
     }

@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdint>
+#include <cstdlib>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -29,9 +31,38 @@ bool ReadImageRGB(const std::string &path, cv::Mat *rgb) {
   return true;
 }
 
-bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw) {
+bool ParseChannelStats(const std::string &text, bool require_positive, ChannelStats *values) {
+  if (values == nullptr) return false;
+  ChannelStats parsed{};
+  std::size_t start = 0;
+  for (std::size_t c = 0; c < parsed.size(); ++c) {
+    const std::size_t comma = text.find(',', start);
+    const bool last = c + 1 == parsed.size();
+    // Exactly two commas: a missing number or a fourth one is an error, not silently ignored.
+    if (last != (comma == std::string::npos)) return false;
+    const std::string item = text.substr(start, last ? std::string::npos : comma - start);
+    if (item.empty() || std::isspace(static_cast<unsigned char>(item.front()))) return false;
+    errno = 0;
+    char *end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    if (errno != 0 || end == item.c_str() || *end != '\0' || !std::isfinite(v)) return false;
+    parsed[c] = static_cast<float>(v);
+    if (!std::isfinite(parsed[c])) return false;  // finite double beyond float range
+    if (require_positive && !(parsed[c] > 0.0f)) return false;
+    start = comma + 1;
+  }
+  *values = parsed;
+  return true;
+}
+
+bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw,
+                   const ChannelStats &mean_rgb, const ChannelStats &std_rgb) {
   if (chw == nullptr || rgb.empty() || rgb.type() != CV_8UC3 || height <= 0 || width <= 0) {
     return false;
+  }
+  for (std::size_t c = 0; c < 3; ++c) {
+    // Library callers bypass the flag parsing, so a zero/NaN std is refused here as well.
+    if (!std::isfinite(mean_rgb[c]) || !std::isfinite(std_rgb[c]) || !(std_rgb[c] > 0.0f)) return false;
   }
   cv::Mat resized;
   // cv::Size is (width, height), as in cv2.resize(img, (w, h)).
@@ -47,22 +78,24 @@ bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float>
     const std::size_t base = static_cast<std::size_t>(y) * static_cast<std::size_t>(width);
     for (int x = 0; x < width; ++x) {
       const std::uint8_t *px = row + 3 * x;
-      // Same float32 operations, in the same order, as numpy: (x - mean) then / std.
-      r[base + x] = (static_cast<float>(px[0]) - kMeanRGB[0]) / kStdRGB[0];
-      g[base + x] = (static_cast<float>(px[1]) - kMeanRGB[1]) / kStdRGB[1];
-      b[base + x] = (static_cast<float>(px[2]) - kMeanRGB[2]) / kStdRGB[2];
+      // Same float32 operations, in the same order, as numpy: (x - mean) then / std. A division,
+      // not a multiplication by 1/std, which would round differently.
+      r[base + x] = (static_cast<float>(px[0]) - mean_rgb[0]) / std_rgb[0];
+      g[base + x] = (static_cast<float>(px[1]) - mean_rgb[1]) / std_rgb[1];
+      b[base + x] = (static_cast<float>(px[2]) - mean_rgb[2]) / std_rgb[2];
     }
   }
   return true;
 }
 
 bool PreprocessImageFile(const std::string &path, int height, int width, std::vector<float> *chw,
-                         int *orig_height, int *orig_width) {
+                         int *orig_height, int *orig_width, const ChannelStats &mean_rgb,
+                         const ChannelStats &std_rgb) {
   cv::Mat rgb;
   if (!ReadImageRGB(path, &rgb)) return false;
   if (orig_height != nullptr) *orig_height = rgb.rows;
   if (orig_width != nullptr) *orig_width = rgb.cols;
-  return PreprocessRGB(rgb, height, width, chw);
+  return PreprocessRGB(rgb, height, width, chw, mean_rgb, std_rgb);
 }
 
 bool WriteBinaryFile(const std::string &path, const void *data, std::size_t bytes) {

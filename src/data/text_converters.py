@@ -20,6 +20,9 @@ ic13      ICDAR 2013 word recognition ``gt.txt`` lines ``word_1.png, "Tiredness"
 Bad entries never stop a conversion: a missing or undecodable image, an empty label, a
 malformed line and a degenerate box are skipped, counted and named in a warning on the
 ``src.data`` logger (the first :data:`MAX_MESSAGES`; later ones are only counted).
+
+The other direction, :func:`export_lmdb_images`, writes an LMDB's images out as files named
+like CRNN's evaluation samples, for programs that read image folders (the Ascend 310 one).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from xml.parsers import expat
 import cv2
 import numpy as np
 
-from src.data.text_lmdb import write_text_lmdb
+from src.data.text_lmdb import TextLMDB, write_text_lmdb
 
 logger = logging.getLogger("src.data")
 
@@ -567,3 +570,87 @@ def convert(kind: str, input_path: str, output: str, image_root: str | None = No
     assert count == stats.written, (count, stats.written)
     print(f"wrote {count} samples to {output}; {stats.summary()}", flush=True)
     return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# LMDB -> image files
+
+# Magic numbers of the formats the 310 program lists (ascend310_infer ListImages: .jpg/.jpeg,
+# .png, .bmp); bytes starting with one of them are written unchanged.
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"))
+
+
+def image_extension(data: bytes) -> str | None:
+    """'jpg', 'png' or 'bmp' from the magic number of encoded image bytes; None otherwise."""
+    for magic, ext in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return ext
+    return None
+
+
+def _write_file_atomically(path: str, data: bytes) -> None:
+    # The temporary name has no image extension, so an interrupted export never leaves a
+    # truncated picture that the 310 program would list and then fail to decode.
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def export_lmdb_images(root: str, out_dir: str, set_name: str | None = None) -> int:
+    """Write every image of ``TextLMDB(root)`` to `out_dir`; returns how many were written.
+
+    Files are named ``<set_name>_<index + 1:09d>.<ext>``, `index` being the 0-based global
+    TextLMDB index of `root`: exactly the stems ``src.crnn.model.eval_items`` gives the
+    evaluation samples of an ``eval_lmdb`` root, so ``postprocess.py`` finds the 310 program's
+    ``<stem>_<i>.bin`` outputs. `set_name` defaults to the root's folder name, as there.
+
+    JPEG, PNG and BMP bytes are written unchanged (the 310 program then decodes the same bytes
+    the Python evaluation does). Anything else is decoded the way the evaluation decodes it
+    (``cv2.IMREAD_COLOR``) and re-encoded as lossless PNG, which gives the same pixels. Every
+    image is checked to decode first: one bad file would stop the whole 310 run, whereas the
+    Python evaluation merely skips it. Missing and undecodable images are skipped, counted and
+    named (LMDB folder and key) in a warning on the ``src.data`` logger. Files of the same name
+    already in `out_dir` are replaced; nothing else there is touched.
+
+    The evaluation may still leave some exported samples out (labels that are missing, too
+    long, or empty after filtering): their outputs are simply not read.
+    """
+    db = TextLMDB(root)
+    if set_name is None:
+        # os.path.abspath also normalises: "sets/IIIT5k/" and "." name their folder, just as the
+        # resolved (absolute, normalised) eval_lmdb paths do in src/crnn/model.py:text_sets.
+        set_name = os.path.basename(os.path.abspath(root))
+    if not set_name or os.sep in set_name or (os.altsep and os.altsep in set_name):
+        raise ValueError(f"cannot name the exported images after '{set_name}' (root {root}); pass set_name")
+    os.makedirs(out_dir, exist_ok=True)
+    stats = ConvertStats(source=root, entries=len(db))
+    reencoded = 0
+    for index in range(len(db)):
+        data = db.image(index)
+        if data is None:
+            stats.skip("missing_images", f"{db.describe(index)}: image missing; skipped")
+            continue
+        if not _is_decodable(data):
+            stats.skip("undecodable_images", f"{db.describe(index)}: image cannot be decoded; skipped")
+            continue
+        ext = image_extension(data)
+        if ext is None:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            ok, enc = (False, None) if img is None else cv2.imencode(".png", img)
+            if not ok:
+                stats.skip("undecodable_images", f"{db.describe(index)}: image cannot be decoded "
+                                                 "as colour for PNG re-encoding; skipped")
+                continue
+            data, ext = enc.tobytes(), "png"
+            reencoded += 1
+        _write_file_atomically(os.path.join(out_dir, f"{set_name}_{index + 1:09d}.{ext}"), data)
+        stats.written += 1
+    print(f"exported {stats.written} of {len(db)} images of {root} to {out_dir} as {set_name}_<index>.<ext> "
+          f"({reencoded} re-encoded as PNG); skipped {stats.skipped} (missing_images={stats.missing_images} "
+          f"undecodable_images={stats.undecodable_images})", flush=True)
+    return stats.written
