@@ -30,3 +30,17 @@ def emit(result: dict) -> None:
     """Print the benchmark's single JSON line."""
     result["machine"] = machine()
     print(json.dumps(result, sort_keys=True), flush=True)
+
+
+def train_and_evaluate_last_epoch(argv: list[str]):
+    """Train with the config and overrides in `argv`, evaluating at the last epoch only.
+    Returns (config, trainer summary, wall seconds, (epoch, metrics) of that evaluation)."""
+    import time
+    from src.engine.trainer import train
+    from src.model_utils.config import parse_cli
+    cfg = parse_cli(argv)
+    cfg.run_eval = True
+    cfg.eval_start_epoch = cfg.epoch_size
+    start = time.time()
+    summary = train(cfg)
+    return cfg, summary, time.time() - start, summary["eval_history"][-1]

@@ -6,23 +6,15 @@ Trains with configs/ssd/ssd300_shapes.yaml (evaluating at the last epoch only), 
 one JSON line: COCO mAP@[.5:.95] and mAP@0.5 on the val split, training time, images seen.
 """
 import sys
-import time
 
-import common  # noqa: F401  (puts the repo on sys.path)
+import common
 import src  # noqa: F401
-from src.engine.trainer import train
-from src.model_utils.config import parse_cli
 
 
 def main() -> None:
-    cfg = parse_cli(["--config_path", f"{common.REPO_ROOT}/configs/ssd/ssd300_shapes.yaml",
-                     "--output_dir", "./outputs/bench_ssd_quality"] + sys.argv[1:])
-    cfg.run_eval = True
-    cfg.eval_start_epoch = cfg.epoch_size
-    start = time.time()
-    summary = train(cfg)
-    total = time.time() - start
-    epoch, metrics = summary["eval_history"][-1]
+    cfg, summary, total, (epoch, metrics) = common.train_and_evaluate_last_epoch(
+        ["--config_path", f"{common.REPO_ROOT}/configs/ssd/ssd300_shapes.yaml",
+         "--output_dir", "./outputs/bench_ssd_quality"] + sys.argv[1:])
     common.emit({"benchmark": "ssd_quality", "dataset": "shapes", "train_images": cfg.shapes_num_train,
                  "val_images": cfg.shapes_num_val, "epochs": epoch, "batch_size": cfg.batch_size,
                  "images_seen": epoch * summary["steps_per_epoch"] * cfg.batch_size,

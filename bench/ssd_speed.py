@@ -48,6 +48,7 @@ def measure(train_batches, repeats: int) -> dict:
                   ms.Tensor(rng.standard_normal((bs, priors_n, 4)).astype(np.float32) * 0.1),
                   ms.Tensor(rng.integers(0, 81, (bs, priors_n)).astype(np.int32)),
                   ms.Tensor(np.full((bs,), 4, np.int32)))
+        step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
         step(*inputs).asnumpy()  # compile
         result[f"train_step_s_bs{bs}"] = round(_median_time(lambda: step(*inputs).asnumpy(), repeats), 4)
 

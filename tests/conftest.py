@@ -9,6 +9,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import src  # noqa: E402,F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
+import mindspore as ms  # noqa: E402
+
+# The device can only be chosen before the first kernel runs; tests that run ops directly may
+# come before the ones that go through init_context, which then finds it set already.
+ms.set_device("CPU")
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SSD_CONFIG = os.path.join(ROOT, "configs", "ssd", "ssd300_shapes.yaml")
