@@ -126,7 +126,8 @@ def postprocess(cfg: Config, outputs, metas) -> list[dict]:
 
 
 def eval_items(cfg: Config):
-    """(file stem, meta) of every evaluation sample, in the naming of :func:`dump_eval_images`."""
+    """(file stem, meta) of every evaluation sample, named as
+    `convert_text_lmdb.py --export_images` names the image files it writes for the 310 program."""
     samples = _samples(cfg, "val")
     for row, (set_id, index, text) in enumerate(samples.rows):
         yield f"{samples.sets[set_id].name}_{index + 1:09d}", {"label": text, "set": set_id, "key": row}
