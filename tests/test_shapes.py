@@ -218,14 +218,15 @@ def test_other_process_finished_first(tmp_path, monkeypatch, dataset):
     root = str(tmp_path / "ds")
     generate_shapes_dataset(root, **SMALL)
     before = _mtimes(root)
-    real = shapes._read_marker
+    from src.data import cache
+    real = cache.read_marker
     calls = []
 
     def first_call_sees_nothing(path):
         calls.append(path)
         return None if len(calls) == 1 else real(path)
 
-    monkeypatch.setattr(shapes, "_read_marker", first_call_sees_nothing)
+    monkeypatch.setattr(cache, "read_marker", first_call_sees_nothing)
     generate_shapes_dataset(root, **SMALL)
     assert len(calls) >= 2  # it did generate and then looked again before installing
     assert _mtimes(root) == before

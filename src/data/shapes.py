@@ -18,15 +18,13 @@ image have been drawn, so occlusion is reflected in masks, boxes and areas.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
 import sys
-import time
 
 import cv2
 import numpy as np
+
+from src.data.cache import build_cached, write_json
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 
@@ -34,7 +32,6 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 # regenerated instead of silently reused.
 _GENERATOR_VERSION = 1
 
-_MARKER = "COMPLETE"
 _SPLIT_CODES = {"train": 1, "val": 2}
 
 # Object size is the diameter of the circumscribed circle, relative to the shorter side.
@@ -54,8 +51,6 @@ _PLACE_TRIES = 30
 # Minimum colour distance (RGB euclidean, 5th percentile over the outline's surroundings).
 _MIN_CONTRAST = 70.0
 _COLOUR_CANDIDATES = 32
-# Temp/stale folders older than this are assumed to belong to dead processes.
-_STALE_SECONDS = 3600.0
 
 
 def _unit_shapes() -> dict[str, np.ndarray]:
@@ -308,13 +303,7 @@ def _generate_split(base: str, split: str, params: dict, progress: bool) -> None
         "categories": [{"id": k + 1, "name": name, "supercategory": "shape"}
                        for k, name in enumerate(SHAPE_CLASSES)],
     }
-    _write_json(os.path.join(base, "annotations", f"instances_{split}.json"), data)
-
-
-def _write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+    write_json(os.path.join(base, "annotations", f"instances_{split}.json"), data)
 
 
 # ----------------------------------------------------------------------------- caching
@@ -327,94 +316,6 @@ def _paths(root: str) -> dict:
         "val_json": os.path.join(root, "annotations", "instances_val.json"),
         "val_image_dir": os.path.join(root, "val"),
     }
-
-
-def _read_marker(root: str):
-    try:
-        with open(os.path.join(root, _MARKER), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-
-
-def _remove_abandoned(root: str) -> None:
-    """Delete temp/stale siblings left by processes that were killed long ago."""
-    parent, base = os.path.split(root)
-    now = time.time()
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        if not (name.startswith(base + ".tmp-") or name.startswith(base + ".stale-")):
-            continue
-        path = os.path.join(parent, name)
-        # A running generator only touches its subfolders, so look at those too before
-        # deciding that nobody is writing here any more.
-        stamps = []
-        for sub in ("", "train", "val", "annotations"):
-            with contextlib.suppress(OSError):
-                stamps.append(os.path.getmtime(os.path.join(path, sub)))
-        if stamps and now - max(stamps) > _STALE_SECONDS:
-            _remove(path)
-
-
-@contextlib.contextmanager
-def _dir_lock(directory: str):
-    """Exclusive flock on a directory, where supported; otherwise no locking.
-
-    Only the short check-and-rename step runs under it, to close the window in which two
-    processes could both decide that the same old dataset is stale.
-    """
-    fd = None
-    try:
-        import fcntl
-        fd = os.open(directory, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except (ImportError, OSError):
-        # e.g. Windows, or NFS where flock on a directory fd is refused; the rename
-        # protocol below is still safe except for that narrow window.
-        pass
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)  # closing releases the lock
-
-
-def _install(tmp: str, root: str, params: dict) -> None:
-    """Atomically move the finished temp folder to root, tolerating concurrent installers."""
-    with _dir_lock(os.path.dirname(root)):
-        for _ in range(5):
-            if os.path.lexists(root):
-                if _read_marker(root) == params:
-                    return  # another process finished the same dataset first
-                # Move the stale dataset out of the way first so nobody ever sees a
-                # half-deleted folder under the real name.
-                stale = f"{root}.stale-{os.getpid()}"
-                _remove(stale)
-                try:
-                    os.rename(root, stale)
-                except FileNotFoundError:
-                    pass
-                else:
-                    _remove(stale)
-            try:
-                os.rename(tmp, root)
-                return
-            except OSError:
-                # root reappeared between the check and the rename (another process
-                # installed its copy): look at it again.
-                continue
-    raise RuntimeError(f"could not move {tmp} into place at {root}")
 
 
 def generate_shapes_dataset(root: str, num_train: int = 1000, num_val: int = 100, seed: int = 0,
@@ -458,22 +359,10 @@ def generate_shapes_dataset(root: str, num_train: int = 1000, num_val: int = 100
     }
     root = os.path.abspath(os.path.expanduser(os.fspath(root)))
     paths = _paths(root)
-    if _read_marker(root) == params:
-        return paths
 
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    _remove_abandoned(root)
-    tmp = f"{root}.tmp-{os.getpid()}"
-    # Containers often reuse small pids, so a folder with our name is a dead run's leftover.
-    _remove(tmp)
-    try:
-        os.makedirs(tmp)
+    def build(tmp: str) -> None:
         for split in ("train", "val"):
             _generate_split(tmp, split, params, progress)
-        # The marker goes in last: its presence means every other file is complete.
-        _write_json(os.path.join(tmp, _MARKER), params)
-        _install(tmp, root, params)
-    finally:
-        if os.path.lexists(tmp):
-            _remove(tmp)
+
+    build_cached(root, params, build)
     return paths

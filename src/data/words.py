@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 # The cache protocol (temp folder, completion marker, locked rename) is the one of the
 # shapes dataset; sharing it keeps the concurrency handling in one place.
-from .shapes import _MARKER, _install, _read_marker, _remove, _remove_abandoned, _write_json
+from .cache import build_cached
 from .text_lmdb import write_text_lmdb
 
 DEFAULT_CHARSET = string.digits + string.ascii_lowercase
@@ -738,25 +738,13 @@ def ensure_word_crops(cache_dir: str, num_train: int, num_val: int, seed: int = 
     }
     root = os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
     paths = {split: os.path.join(root, split) for split in _SPLIT_CODES}
-    if _read_marker(root) == params:
-        return paths
 
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    _remove_abandoned(root)
-    tmp = f"{root}.tmp-{os.getpid()}"
-    # Containers often reuse small pids, so a folder with our name is a dead run's leftover.
-    _remove(tmp)
-    try:
-        os.makedirs(tmp)
+    def build(tmp: str) -> None:
         with _worker_pool(workers, max(num_train, num_val)) as pool:
             for split in _SPLIT_CODES:
                 write_text_lmdb(os.path.join(tmp, split), _samples(params, split, pool),
                                 total=params[f"num_{split}"],
                                 desc=f"word crops {split}" if progress else False)
-        # The marker goes in last: its presence means both LMDBs are complete.
-        _write_json(os.path.join(tmp, _MARKER), params)
-        _install(tmp, root, params)
-    finally:
-        if os.path.lexists(tmp):
-            _remove(tmp)
+
+    build_cached(root, params, build)
     return paths
