@@ -93,9 +93,9 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
     rows = _shard(len(samples), rank, group_size) if training else range(len(samples))
     source = TextSource(samples, rows, cfg.img_shape, cfg.image_channels, cfg.max_text_length, training)
     columns = ["image", "label", "label_length"] if training else ["image", "label_bytes", "set_id", "sample"]
-    # One thread: it already reads ~2,000 crops/s, 80x what a training step consumes, and
-    # GeneratorDataset with 2 threads measured 4x slower here (bench/crnn_speed.py). No
-    # processes, so the skip counters stay in one place.
+    # One thread: it reads 1,000-2,000 crops/s here (bench/crnn_speed.py), 50x what training
+    # consumes, and the same source with 2 threads measured 4x slower. No processes, so the
+    # skip counters stay in one place.
     data = ds.GeneratorDataset(source, columns, shuffle=training, num_parallel_workers=1,
                                python_multiprocessing=False)
     batch_size = cfg.batch_size if training else cfg.eval_batch_size
