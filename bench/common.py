@@ -26,6 +26,18 @@ def machine() -> dict:
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "")}
 
 
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn (warm up and compile before calling this)."""
+    import time
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def emit(result: dict) -> None:
     """Print the benchmark's single JSON line."""
     result["machine"] = machine()

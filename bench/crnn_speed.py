@@ -11,17 +11,7 @@ import argparse
 import os
 import time
 
-import common  # noqa: F401
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+import common
 
 
 def _config(*overrides):
@@ -50,7 +40,7 @@ def measure(batch: int, repeats: int) -> dict:
               ms.Tensor(lengths))
     step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
     step(*inputs).asnumpy()  # compile
-    result = {f"train_step_s_bs{batch}": round(_median_time(lambda: step(*inputs).asnumpy(), repeats), 4)}
+    result = {f"train_step_s_bs{batch}": round(common.median_time(lambda: step(*inputs).asnumpy(), repeats), 4)}
     result[f"train_img_per_s_bs{batch}"] = round(batch / result[f"train_step_s_bs{batch}"], 1)
 
     infer = model.build_inference_network(cfg)
@@ -59,8 +49,8 @@ def measure(batch: int, repeats: int) -> dict:
     for bs in (1, batch):
         x = ms.Tensor(rng.uniform(-1, 1, (bs, 3, 32, 100)).astype(np.float32))
         probs = [o.asnumpy() for o in infer(x)]
-        result[f"infer_network_s_bs{bs}"] = round(_median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
-        result[f"decode_s_bs{bs}"] = round(_median_time(lambda: model.postprocess(cfg, probs, None), 20), 5)
+        result[f"infer_network_s_bs{bs}"] = round(common.median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
+        result[f"decode_s_bs{bs}"] = round(common.median_time(lambda: model.postprocess(cfg, probs, None), 20), 5)
         result[f"infer_total_s_bs{bs}"] = round(result[f"infer_network_s_bs{bs}"] + result[f"decode_s_bs{bs}"], 4)
     return result
 

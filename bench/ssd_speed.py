@@ -13,17 +13,7 @@ import subprocess
 import sys
 import time
 
-import common  # noqa: F401
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+import common
 
 
 def measure(train_batches, repeats: int) -> dict:
@@ -50,7 +40,7 @@ def measure(train_batches, repeats: int) -> dict:
                   ms.Tensor(np.full((bs,), 4, np.int32)))
         step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
         step(*inputs).asnumpy()  # compile
-        result[f"train_step_s_bs{bs}"] = round(_median_time(lambda: step(*inputs).asnumpy(), repeats), 4)
+        result[f"train_step_s_bs{bs}"] = round(common.median_time(lambda: step(*inputs).asnumpy(), repeats), 4)
 
     from src.engine.inference import fold_batchnorm
     x = ms.Tensor(rng.standard_normal((1, 3, 300, 300)).astype(np.float32))
@@ -61,13 +51,13 @@ def measure(train_batches, repeats: int) -> dict:
         infer.set_train(False)
         outs = [o.asnumpy() for o in infer(x)]
         key = "infer_network_s_bs1" if folded else "infer_network_unfolded_bn_s_bs1"
-        result[key] = round(_median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
+        result[key] = round(common.median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
     # Post-processing on realistic scores: a trained network's scores are mostly near zero with
     # a few confident priors; random sigmoid outputs would put every prior above min_score.
     scores = (rng.random(outs[1].shape) ** 8 * 0.3).astype(np.float32)
     scores[0, rng.integers(0, scores.shape[1], 60), rng.integers(1, 81, 60)] = rng.uniform(0.5, 1, 60)
     meta = [{"width": 640, "height": 480}]
-    result["postprocess_s_bs1"] = round(_median_time(lambda: model.postprocess(cfg, [outs[0], scores], meta), 20), 4)
+    result["postprocess_s_bs1"] = round(common.median_time(lambda: model.postprocess(cfg, [outs[0], scores], meta), 20), 4)
     result["infer_total_s_bs1"] = round(result["infer_network_s_bs1"] + result["postprocess_s_bs1"], 4)
     return result
 
