@@ -8,6 +8,7 @@ import mindspore as ms
 from src.engine.inference import load_inference_network
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
+from src.ops.aot import standard_operators
 from src.registry import get_model
 
 FORMATS = ("MINDIR", "ONNX", "AIR")
@@ -23,7 +24,8 @@ def main(argv=None) -> str:
                          "use MINDIR (any device) or ONNX here.")
     init_context(cfg)
     api = get_model(cfg.model)
-    net = load_inference_network(cfg, api, cfg.ckpt_file)
+    with standard_operators():  # the exported graph must run where our CPU kernels do not exist
+        net = load_inference_network(cfg, api, cfg.ckpt_file)
     name = cfg.file_name or os.path.join(os.path.abspath(cfg.output_dir), cfg.model)
     ms.export(net, *api.example_inputs(cfg, cfg.export_batch_size), file_name=name, file_format=fmt)
     path = f"{name}.{fmt.lower()}" if fmt != "MINDIR" else f"{name}.mindir"

@@ -38,6 +38,15 @@ def median_time(fn, repeats: int) -> float:
     return times[len(times) // 2]
 
 
+def operator_variants():
+    """(result-key suffix, context manager to build networks in): the repository's CPU kernels
+    (src/ops) and MindSpore's own operators, so that one run measures both on the same machine
+    state (this VM's speed drifts between runs)."""
+    import contextlib
+    from src.ops.aot import standard_operators
+    return (("", contextlib.nullcontext), ("_standard_ops", standard_operators))
+
+
 def emit(result: dict) -> None:
     """Print the benchmark's single JSON line."""
     result["machine"] = machine()

@@ -4,7 +4,8 @@ and 64 (network and CTC decoding separately), data pipeline images/s.
     python bench/crnn_speed.py [--repeats 5]
 
 Prints one JSON line. Each figure is the median of several timed repetitions after warm-up
-(graph compile excluded). The training step is the one train.py runs: SGD with Nesterov
+(graph compile excluded); keys ending in `_standard_ops` repeat the measurement in the same run
+with MindSpore's own operators instead of the repository's CPU kernels (src/ops). The training step is the one train.py runs: SGD with Nesterov
 momentum, global-norm clipping, CTC loss.
 """
 import argparse
@@ -31,27 +32,34 @@ def measure(batch: int, repeats: int) -> dict:
     ms.set_device("CPU")
     cfg = _config()
     rng = np.random.default_rng(0)
-    net = model.build_train_network(cfg)
-    step = TrainStep(net, build_optimizer(cfg, net.trainable_params(), np.full(10, cfg.lr, np.float32)),
-                     clip_norm=cfg.clip_norm)
     lengths = rng.integers(3, 11, batch).astype(np.int32)
     labels = rng.integers(0, 36, (batch, cfg.max_text_length)).astype(np.int32)
     inputs = (ms.Tensor(rng.uniform(-1, 1, (batch, 3, 32, 100)).astype(np.float32)), ms.Tensor(labels),
               ms.Tensor(lengths))
-    step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
-    step(*inputs).asnumpy()  # compile
-    result = {f"train_step_s_bs{batch}": round(common.median_time(lambda: step(*inputs).asnumpy(), repeats), 4)}
-    result[f"train_img_per_s_bs{batch}"] = round(batch / result[f"train_step_s_bs{batch}"], 1)
+    result = {}
+    for suffix, operators in common.operator_variants():
+        with operators():
+            net = model.build_train_network(cfg)
+        step = TrainStep(net, build_optimizer(cfg, net.trainable_params(), np.full(10, cfg.lr, np.float32)),
+                         clip_norm=cfg.clip_norm)
+        step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
+        step(*inputs).asnumpy()  # compile
+        seconds = common.median_time(lambda: step(*inputs).asnumpy(), repeats)
+        result[f"train_step_s_bs{batch}{suffix}"] = round(seconds, 4)
+        result[f"train_img_per_s_bs{batch}{suffix}"] = round(batch / seconds, 1)
 
-    infer = model.build_inference_network(cfg)
-    fold_batchnorm(infer)  # eval.py, infer.py and export.py use the folded graph
-    infer.set_train(False)
-    for bs in (1, batch):
-        x = ms.Tensor(rng.uniform(-1, 1, (bs, 3, 32, 100)).astype(np.float32))
-        probs = [o.asnumpy() for o in infer(x)]
-        result[f"infer_network_s_bs{bs}"] = round(common.median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
-        result[f"decode_s_bs{bs}"] = round(common.median_time(lambda: model.postprocess(cfg, probs, None), 20), 5)
-        result[f"infer_total_s_bs{bs}"] = round(result[f"infer_network_s_bs{bs}"] + result[f"decode_s_bs{bs}"], 4)
+        with operators():
+            infer = model.build_inference_network(cfg)
+        fold_batchnorm(infer)  # eval.py, infer.py and export.py use the folded graph
+        infer.set_train(False)
+        for bs in (1, batch):
+            x = ms.Tensor(rng.uniform(-1, 1, (bs, 3, 32, 100)).astype(np.float32))
+            probs = [o.asnumpy() for o in infer(x)]
+            network = common.median_time(lambda: [o.asnumpy() for o in infer(x)], 20)
+            decode = common.median_time(lambda: model.postprocess(cfg, probs, None), 20)
+            result[f"infer_network_s_bs{bs}{suffix}"] = round(network, 4)
+            result[f"decode_s_bs{bs}{suffix}"] = round(decode, 5)
+            result[f"infer_total_s_bs{bs}{suffix}"] = round(network + decode, 4)
     return result
 
 

@@ -5,7 +5,9 @@ batch 1 (network and post-processing separately), data pipeline images/s with 1 
     python bench/ssd_speed.py --no-avx2-flag   # re-runs itself without the variable, for comparison
 
 Prints one JSON line per ISA setting. Each figure is the median of several timed repetitions after
-warm-up (graph compile excluded).
+warm-up (graph compile excluded). Keys ending in `_standard_ops` are the same measurement with
+MindSpore's own operators instead of the repository's CPU kernels (src/ops), taken in the same
+run so that the two compare on the same machine state.
 """
 import argparse
 import os
@@ -30,35 +32,42 @@ def measure(train_batches, repeats: int) -> dict:
                      "--class_names", "[" + ",".join(f"c{i}" for i in range(80)) + "]"])  # 81 classes as COCO
     rng = np.random.default_rng(0)
     result = {}
+    priors_n = len(model.priors(cfg))
     for bs in train_batches:
-        net = model.build_train_network(cfg)
-        step = TrainStep(net, nn.Momentum(net.trainable_params(), 0.01, 0.9))
-        priors_n = len(model.priors(cfg))
         inputs = (ms.Tensor(rng.standard_normal((bs, 3, 300, 300)).astype(np.float32)),
                   ms.Tensor(rng.standard_normal((bs, priors_n, 4)).astype(np.float32) * 0.1),
                   ms.Tensor(rng.integers(0, 81, (bs, priors_n)).astype(np.int32)),
                   ms.Tensor(np.full((bs,), 4, np.int32)))
-        step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
-        step(*inputs).asnumpy()  # compile
-        result[f"train_step_s_bs{bs}"] = round(common.median_time(lambda: step(*inputs).asnumpy(), repeats), 4)
+        for suffix, operators in common.operator_variants():
+            with operators():
+                net = model.build_train_network(cfg)
+            step = TrainStep(net, nn.Momentum(net.trainable_params(), 0.01, 0.9))
+            step.set_train(True)  # BatchNorm in training mode, as Model.train sets it
+            step(*inputs).asnumpy()  # compile
+            result[f"train_step_s_bs{bs}{suffix}"] = round(
+                common.median_time(lambda: step(*inputs).asnumpy(), repeats), 4)
 
     from src.engine.inference import fold_batchnorm
     x = ms.Tensor(rng.standard_normal((1, 3, 300, 300)).astype(np.float32))
-    for folded in (False, True):  # eval.py, infer.py and export.py use the folded graph
-        infer = model.build_inference_network(cfg)
-        if folded:
-            fold_batchnorm(infer)
-        infer.set_train(False)
-        outs = [o.asnumpy() for o in infer(x)]
-        key = "infer_network_s_bs1" if folded else "infer_network_unfolded_bn_s_bs1"
-        result[key] = round(common.median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
+    for suffix, operators in common.operator_variants():
+        for folded in (False, True):  # eval.py and infer.py use the folded graph
+            with operators():
+                infer = model.build_inference_network(cfg)
+            if folded:
+                fold_batchnorm(infer)
+            infer.set_train(False)
+            outs = [o.asnumpy() for o in infer(x)]
+            key = ("infer_network_s_bs1" if folded else "infer_network_unfolded_bn_s_bs1") + suffix
+            result[key] = round(common.median_time(lambda: [o.asnumpy() for o in infer(x)], 20), 4)
     # Post-processing on realistic scores: a trained network's scores are mostly near zero with
     # a few confident priors; random sigmoid outputs would put every prior above min_score.
     scores = (rng.random(outs[1].shape) ** 8 * 0.3).astype(np.float32)
     scores[0, rng.integers(0, scores.shape[1], 60), rng.integers(1, 81, 60)] = rng.uniform(0.5, 1, 60)
     meta = [{"width": 640, "height": 480}]
     result["postprocess_s_bs1"] = round(common.median_time(lambda: model.postprocess(cfg, [outs[0], scores], meta), 20), 4)
-    result["infer_total_s_bs1"] = round(result["infer_network_s_bs1"] + result["postprocess_s_bs1"], 4)
+    for suffix, _ in common.operator_variants():
+        result[f"infer_total_s_bs1{suffix}"] = round(result[f"infer_network_s_bs1{suffix}"]
+                                                     + result["postprocess_s_bs1"], 4)
     return result
 
 

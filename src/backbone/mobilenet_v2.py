@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from mindspore import nn
 
+from src.ops.batch_norm import BatchNorm2d
+from src.ops.depthwise import DepthwiseConv2d
+
 BN_MOMENTUM = 0.97
 BN_EPS = 1e-3
 
@@ -14,10 +17,11 @@ class ConvBNReLU6(nn.Cell):
                  groups: int = 1):
         super().__init__()
         # Symmetric explicit padding (not 'same') keeps exported graphs simple and ONNX-friendly.
+        conv = DepthwiseConv2d if groups == in_channels == out_channels and groups > 1 else nn.Conv2d
         self.features = nn.SequentialCell([
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
+            conv(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
                       padding=(kernel_size - 1) // 2, group=groups, has_bias=False),
-            nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
+            BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
             nn.ReLU6(),
         ])
 
@@ -38,7 +42,7 @@ class InvertedResidual(nn.Cell):
         layers += [
             ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
             nn.Conv2d(hidden, out_channels, 1, has_bias=False),
-            nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
+            BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
         ]
         self.conv = nn.SequentialCell(layers)
 

@@ -7,6 +7,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.backbone.pooling import MaxPoolAfterReLU
+from src.ops.batch_norm import BatchNorm2d
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, pad_mode: str = "same") -> nn.SequentialCell:
@@ -15,7 +16,7 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, pad_
     return nn.SequentialCell(OrderedDict([
         ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, pad_mode=pad_mode, has_bias=False,
                            weight_init="he_normal")),
-        ("bn", nn.BatchNorm2d(out_channels, eps=1e-4, momentum=0.9)),
+        ("bn", BatchNorm2d(out_channels, eps=1e-4, momentum=0.9)),
         ("relu", nn.ReLU()),
     ]))
 
@@ -35,7 +36,7 @@ class VGGFeatures(nn.Cell):
         self.conv6 = conv_bn_relu(512, 512)
         self.conv7 = conv_bn_relu(512, 512, kernel_size=2, pad_mode="valid")
         # Normalises the features handed to the LSTM; the official network has this BN too.
-        self.bn1 = nn.BatchNorm2d(512, eps=1e-4, momentum=0.9)
+        self.bn1 = BatchNorm2d(512, eps=1e-4, momentum=0.9)
         # Every pool follows a conv-BN-ReLU, as MaxPoolAfterReLU requires.
         self.pool = MaxPoolAfterReLU((2, 2))
         self.pool_height = MaxPoolAfterReLU((2, 1))

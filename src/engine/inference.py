@@ -23,13 +23,14 @@ def load_inference_network(cfg, api, ckpt_path: str):
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A conv with bias computing conv followed by bn (in inference mode)."""
+    """A conv with bias computing conv followed by bn (in inference mode), of the same class
+    (a DepthwiseConv2d keeps its CPU kernel)."""
     scale = bn.gamma.asnumpy() / np.sqrt(bn.moving_variance.asnumpy() + bn.eps)
     weight = conv.weight.asnumpy() * scale.reshape(-1, 1, 1, 1)
     bias = bn.beta.asnumpy() - bn.moving_mean.asnumpy() * scale
     if conv.has_bias:
         bias = bias + conv.bias.asnumpy() * scale
-    return nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
+    return type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
                      conv.padding, conv.dilation, conv.group, has_bias=True,
                      weight_init=ms.Tensor(weight.astype(np.float32)),
                      bias_init=ms.Tensor(bias.astype(np.float32)))

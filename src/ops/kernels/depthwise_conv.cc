@@ -1,0 +1,175 @@
+// Depthwise 2-D convolution (NCHW, float32, square kernel, symmetric zero padding k/2) for
+// MindSpore's CPU backend, loaded as ``ops.Custom(..., func_type="aot")``.
+//
+// Why: MindSpore's CPU Conv2D hands a depthwise convolution to oneDNN on the plain NCHW
+// layout, where oneDNN runs it as one tiny GEMM per channel (x64:gemm:jit) at ~2 GMAC/s.
+// These loops run each (image, channel) plane on its own and let the compiler vectorise
+// along the width, which is memory-bound and several times faster.
+//
+// Every entry point follows the aot calling convention:
+//   int f(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+//         void* stream, void* extra)
+// with the inputs first and the one output last. The stride is part of the function name
+// (MobileNetV2 uses 1 and 2); the kernel size comes from the weight's shape.
+#include <cstdint>
+#include <cstring>
+#include <algorithm>
+
+namespace {
+
+struct Geometry {
+  int64_t n, c, h, w;     // input
+  int64_t oh, ow;         // output
+  int64_t k, pad, stride;
+};
+
+// Output columns [lo, hi) for which input column ow*stride - pad + j lies inside [0, w).
+inline void valid_columns(const Geometry& g, int64_t j, int64_t* lo, int64_t* hi) {
+  int64_t first = g.pad - j;  // smallest ow*stride that is valid
+  *lo = first <= 0 ? 0 : (first + g.stride - 1) / g.stride;
+  int64_t last = g.w - 1 + g.pad - j;  // largest valid ow*stride
+  *hi = last < 0 ? 0 : std::min(g.ow, last / g.stride + 1);
+}
+
+template <int S>
+void forward_plane(const Geometry& g, const float* x, const float* wk, float* y) {
+  std::memset(y, 0, sizeof(float) * g.oh * g.ow);
+  for (int64_t i = 0; i < g.k; ++i) {
+    for (int64_t j = 0; j < g.k; ++j) {
+      const float wv = wk[i * g.k + j];
+      int64_t lo, hi;
+      valid_columns(g, j, &lo, &hi);
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        const int64_t iy = oy * S - g.pad + i;
+        if (iy < 0 || iy >= g.h) continue;
+        const float* xr = x + iy * g.w - g.pad + j;
+        float* yr = y + oy * g.ow;
+        for (int64_t ox = lo; ox < hi; ++ox) yr[ox] += wv * xr[ox * S];
+      }
+    }
+  }
+}
+
+template <int S>
+void backward_input_plane(const Geometry& g, const float* dy, const float* wk, float* dx) {
+  std::memset(dx, 0, sizeof(float) * g.h * g.w);
+  for (int64_t i = 0; i < g.k; ++i) {
+    for (int64_t j = 0; j < g.k; ++j) {
+      const float wv = wk[i * g.k + j];
+      int64_t lo, hi;
+      valid_columns(g, j, &lo, &hi);
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        const int64_t iy = oy * S - g.pad + i;
+        if (iy < 0 || iy >= g.h) continue;
+        float* xr = dx + iy * g.w - g.pad + j;
+        const float* dyr = dy + oy * g.ow;
+        for (int64_t ox = lo; ox < hi; ++ox) xr[ox * S] += wv * dyr[ox];
+      }
+    }
+  }
+}
+
+template <int S>
+void backward_weight_channel(const Geometry& g, int64_t c, const float* x, const float* dy, float* dwk) {
+  for (int64_t i = 0; i < g.k; ++i) {
+    for (int64_t j = 0; j < g.k; ++j) {
+      int64_t lo, hi;
+      valid_columns(g, j, &lo, &hi);
+      float acc = 0.f;
+      for (int64_t b = 0; b < g.n; ++b) {
+        const float* xp = x + (b * g.c + c) * g.h * g.w;
+        const float* dyp = dy + (b * g.c + c) * g.oh * g.ow;
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+          const int64_t iy = oy * S - g.pad + i;
+          if (iy < 0 || iy >= g.h) continue;
+          const float* xr = xp + iy * g.w - g.pad + j;
+          const float* dyr = dyp + oy * g.ow;
+          float row = 0.f;
+          // A float sum is only vectorised when the compiler may reorder it.
+#pragma omp simd reduction(+ : row)
+          for (int64_t ox = lo; ox < hi; ++ox) row += xr[ox * S] * dyr[ox];
+          acc += row;
+        }
+      }
+      dwk[i * g.k + j] = acc;
+    }
+  }
+}
+
+// image: (N, C, H, W); weight: (C, 1, K, K); result: (N, C, OH, OW).
+Geometry geometry(int64_t** shapes, int image, int weight, int result, int64_t stride) {
+  Geometry g;
+  g.n = shapes[image][0];
+  g.c = shapes[image][1];
+  g.h = shapes[image][2];
+  g.w = shapes[image][3];
+  g.k = shapes[weight][2];
+  g.pad = g.k / 2;
+  g.stride = stride;
+  g.oh = shapes[result][2];
+  g.ow = shapes[result][3];
+  return g;
+}
+
+bool shapes_ok(int nparam, int* ndims, int expected) {
+  if (nparam != expected) return false;
+  for (int i = 0; i < nparam; ++i)
+    if (ndims[i] != 4) return false;
+  return true;
+}
+
+// params: x, weight, y.
+template <int S>
+int forward(int nparam, void** params, int* ndims, int64_t** shapes) {
+  if (!shapes_ok(nparam, ndims, 3)) return 1;
+  const Geometry g = geometry(shapes, 0, 1, 2, S);
+  const float* x = static_cast<const float*>(params[0]);
+  const float* w = static_cast<const float*>(params[1]);
+  float* y = static_cast<float*>(params[2]);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < g.n * g.c; ++p)
+    forward_plane<S>(g, x + p * g.h * g.w, w + (p % g.c) * g.k * g.k, y + p * g.oh * g.ow);
+  return 0;
+}
+
+// params: dy, weight, x (only its shape is read), dx.
+template <int S>
+int backward_input(int nparam, void** params, int* ndims, int64_t** shapes) {
+  if (!shapes_ok(nparam, ndims, 4)) return 1;
+  const Geometry g = geometry(shapes, 3, 1, 0, S);
+  const float* dy = static_cast<const float*>(params[0]);
+  const float* w = static_cast<const float*>(params[1]);
+  float* dx = static_cast<float*>(params[3]);
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < g.n * g.c; ++p)
+    backward_input_plane<S>(g, dy + p * g.oh * g.ow, w + (p % g.c) * g.k * g.k, dx + p * g.h * g.w);
+  return 0;
+}
+
+// params: dy, x, weight (only its shape is read), dw.
+template <int S>
+int backward_weight(int nparam, void** params, int* ndims, int64_t** shapes) {
+  if (!shapes_ok(nparam, ndims, 4)) return 1;
+  const Geometry g = geometry(shapes, 1, 3, 0, S);
+  const float* dy = static_cast<const float*>(params[0]);
+  const float* x = static_cast<const float*>(params[1]);
+  float* dw = static_cast<float*>(params[3]);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < g.c; ++c) backward_weight_channel<S>(g, c, x, dy, dw + c * g.k * g.k);
+  return 0;
+}
+
+}  // namespace
+
+#define ENTRY(name, impl, S)                                                                    \
+  extern "C" int name(int nparam, void** params, int* ndims, int64_t** shapes, const char**,  \
+                      void*, void*) {                                                           \
+    return impl<S>(nparam, params, ndims, shapes);                                             \
+  }
+
+ENTRY(DepthwiseForwardS1, forward, 1)
+ENTRY(DepthwiseForwardS2, forward, 2)
+ENTRY(DepthwiseBackwardInputS1, backward_input, 1)
+ENTRY(DepthwiseBackwardInputS2, backward_input, 2)
+ENTRY(DepthwiseBackwardWeightS1, backward_weight, 1)
+ENTRY(DepthwiseBackwardWeightS2, backward_weight, 2)

@@ -1,0 +1,202 @@
+"""The custom CPU kernels (src/ops): same results and gradients as MindSpore's operators, and
+a clean fallback whenever they cannot or must not be used."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.engine.inference import fold_batchnorm
+from src.ops import aot
+from src.ops.aot import standard_operators
+from src.ops.batch_norm import BatchNorm2d
+from src.ops.depthwise import DepthwiseConv2d
+
+
+class _WithGrads(nn.Cell):
+    """Output, input gradient and parameter gradients for a fixed output cotangent."""
+
+    def __init__(self, net: nn.Cell):
+        super().__init__()
+        self.net = net
+        self.params = ms.ParameterTuple(net.trainable_params())
+        self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
+
+    def construct(self, x, sens):
+        return self.net(x), self.grad(self.net, self.params)(x, sens)
+
+
+def _run(net: nn.Cell, x: np.ndarray):
+    out = net(ms.Tensor(x))
+    sens = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    y, (inputs_grad, params_grad) = _WithGrads(net)(ms.Tensor(x), ms.Tensor(sens))
+    return y.asnumpy(), inputs_grad[0].asnumpy(), [g.asnumpy() for g in params_grad]
+
+
+def _reference(conv: DepthwiseConv2d) -> nn.Conv2d:
+    ref = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
+                    conv.padding, conv.dilation, conv.group, has_bias=conv.has_bias)
+    ref.weight.set_data(conv.weight.data.copy())
+    if conv.has_bias:
+        ref.bias.set_data(conv.bias.data.copy())
+    return ref
+
+
+@pytest.mark.parametrize("batch,channels,height,width,kernel,stride,bias", [
+    (2, 8, 19, 19, 3, 1, False),
+    (2, 8, 20, 13, 3, 2, False),   # even height, odd width at stride 2: uneven right/bottom edges
+    (1, 5, 9, 7, 3, 2, True),
+    (3, 4, 11, 6, 5, 1, False),    # 5x5 kernel, padding 2
+    (1, 16, 1, 1, 3, 1, False),    # every tap but the centre falls in the padding
+])
+def test_depthwise_matches_grouped_conv(batch, channels, height, width, kernel, stride, bias):
+    conv = DepthwiseConv2d(channels, channels, kernel, stride, pad_mode="pad", padding=kernel // 2,
+                           group=channels, has_bias=bias, weight_init="normal",
+                           bias_init="normal" if bias else None)
+    assert conv.use_cpu_kernel, "the CPU kernel should build here (g++ is on the CI machine)"
+    x = np.random.default_rng(1).standard_normal((batch, channels, height, width)).astype(np.float32)
+    got, want = _run(conv, x), _run(_reference(conv), x)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+    for g, w in zip(got[2], want[2]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_in_graph_mode_matches_grouped_conv():
+    """Training compiles the network as a graph: the Custom op and its bprop must work there too."""
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        conv = DepthwiseConv2d(8, 8, 3, 2, pad_mode="pad", padding=1, group=8, weight_init="normal")
+        x = np.random.default_rng(5).standard_normal((2, 8, 15, 12)).astype(np.float32)
+        got, want = _run(conv, x), _run(_reference(conv), x)
+    finally:
+        ms.set_context(mode=mode)
+    for g, w in zip((got[0], got[1], *got[2]), (want[0], want[1], *want[2])):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_geometry_and_export_use_the_standard_operator():
+    x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    dilated = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=2, dilation=2, group=4, weight_init="normal")
+    same = DepthwiseConv2d(4, 4, 3, 2, pad_mode="same", group=4, weight_init="normal")
+    with standard_operators():
+        exported = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=1, group=4, weight_init="normal")
+    after = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=1, group=4)
+    assert not dilated.use_cpu_kernel and not same.use_cpu_kernel and not exported.use_cpu_kernel
+    assert after.use_cpu_kernel, "standard_operators() must restore the default when it exits"
+    for conv in (dilated, same, exported):
+        np.testing.assert_allclose(conv(ms.Tensor(x)).asnumpy(), _reference(conv)(ms.Tensor(x)).asnumpy(),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="in_channels == out_channels == group"):
+        DepthwiseConv2d(4, 8, 3, group=4)
+
+
+def test_batchnorm_folding_keeps_the_cpu_kernel():
+    cell = nn.SequentialCell([DepthwiseConv2d(6, 6, 3, 2, pad_mode="pad", padding=1, group=6, weight_init="normal"),
+                              nn.BatchNorm2d(6)])
+    bn = cell[1]
+    rng = np.random.default_rng(4)
+    bn.moving_mean.set_data(ms.Tensor(rng.standard_normal(6).astype(np.float32)))
+    bn.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 2, 6).astype(np.float32)))
+    cell.set_train(False)
+    x = ms.Tensor(rng.standard_normal((2, 6, 9, 9)).astype(np.float32))
+    before = cell(x).asnumpy()
+    assert fold_batchnorm(cell) == 1
+    assert isinstance(cell[0], DepthwiseConv2d) and cell[0].use_cpu_kernel and cell[0].has_bias
+    np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,offset", [((4, 6, 9, 7), 0.0), ((3, 5, 1, 1), 0.0), ((2, 4, 6, 6), 1000.0)])
+def test_batchnorm_training_matches_mindspore(shape, offset):
+    """Output, gradients and moving statistics after two steps, in graph mode as in training;
+    the large offset checks the variance does not cancel catastrophically."""
+    rng = np.random.default_rng(6)
+    ours = BatchNorm2d(shape[1], eps=1e-3, momentum=0.97, gamma_init="normal", beta_init="normal")
+    ref = nn.BatchNorm2d(shape[1], eps=1e-3, momentum=0.97)
+    ref.gamma.set_data(ours.gamma.data.copy())
+    ref.beta.set_data(ours.beta.data.copy())
+    assert ours.use_cpu_kernel
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        for net in (ours, ref):
+            net.set_train(True)
+        results = []
+        for net in (ours, ref):
+            steps = [_run(net, (rng_x * 2 + offset).astype(np.float32))
+                     for rng_x in (np.random.default_rng(k).standard_normal(shape) for k in (7, 8))]
+            results.append((steps, net.moving_mean.asnumpy(), net.moving_variance.asnumpy()))
+    finally:
+        ms.set_context(mode=mode)
+    (got_steps, got_mean, got_var), (want_steps, want_mean, want_var) = results
+    tol = 1e-4 if offset == 0 else 1e-2  # float32 inputs near 1000 carry ~1e-4 absolute error already
+    for got, want in zip(got_steps, want_steps):
+        np.testing.assert_allclose(got[0], want[0], rtol=tol, atol=tol)
+        np.testing.assert_allclose(got[1], want[1], rtol=tol, atol=tol)
+        for g, w in zip(got[2], want[2]):
+            np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+    np.testing.assert_allclose(got_mean, want_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_var, want_var, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_inference_and_export_use_the_moving_statistics():
+    with standard_operators():
+        exported = BatchNorm2d(3)
+    assert not exported.use_cpu_kernel
+    ours = BatchNorm2d(3)
+    ref = nn.BatchNorm2d(3)
+    rng = np.random.default_rng(9)
+    for net in (ours, ref, exported):
+        net.moving_mean.set_data(ms.Tensor(np.array([1.0, -2.0, 0.5], np.float32)))
+        net.moving_variance.set_data(ms.Tensor(np.array([4.0, 0.25, 1.0], np.float32)))
+        net.set_train(False)
+    x = ms.Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32))
+    want = ref(x).asnumpy()
+    np.testing.assert_allclose(ours(x).asnumpy(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(exported(x).asnumpy(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.fixture
+def fresh_kernel_cache(tmp_path, monkeypatch):
+    """An empty kernel cache for one test; later tests find the shared one again."""
+    monkeypatch.setenv("MS_ZOO_KERNEL_CACHE", str(tmp_path / "kernels"))
+    monkeypatch.delenv("MS_CUSTOM_AOT_WHITE_LIST", raising=False)
+    aot.load_library.cache_clear()
+    yield tmp_path / "kernels"
+    aot.load_library.cache_clear()
+
+
+def test_kernel_library_is_built_once_and_allow_listed(fresh_kernel_cache):
+    path = aot.load_library("depthwise_conv")
+    assert path is not None and os.path.dirname(path) == str(fresh_kernel_cache)
+    assert os.listdir(fresh_kernel_cache) == [os.path.basename(path)], "no temp files may remain"
+    assert os.environ["MS_CUSTOM_AOT_WHITE_LIST"] == str(fresh_kernel_cache)
+    mtime = os.path.getmtime(path)
+    aot.load_library.cache_clear()
+    assert aot.load_library("depthwise_conv") == path and os.path.getmtime(path) == mtime
+
+
+def test_failed_build_warns_falls_back_and_leaves_nothing(fresh_kernel_cache, monkeypatch):
+    monkeypatch.setattr(aot, "compile_command", lambda source, output: ["g++", "-x", "c++", "/nonexistent.cc",
+                                                                        "-o", output])
+    with pytest.warns(RuntimeWarning, match="could not build the CPU kernel"):
+        assert aot.load_library("depthwise_conv") is None
+    assert not fresh_kernel_cache.exists() or os.listdir(fresh_kernel_cache) == []
+    conv = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=1, group=4)
+    assert not conv.use_cpu_kernel
+
+
+def test_a_foreign_aot_allow_list_falls_back_with_a_warning(fresh_kernel_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("MS_CUSTOM_AOT_WHITE_LIST", str(tmp_path / "elsewhere"))
+    with pytest.warns(RuntimeWarning, match="does not contain the kernel cache"):
+        assert aot.load_library("depthwise_conv") is None
+
+
+def test_environment_switch_disables_the_kernels(fresh_kernel_cache, monkeypatch):
+    monkeypatch.setenv(aot.ENV_SWITCH, "0")
+    assert aot.load_library("depthwise_conv") is None
+    assert not DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=1, group=4).use_cpu_kernel
