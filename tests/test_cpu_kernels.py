@@ -14,6 +14,7 @@ from src.ops import aot
 from src.ops.aot import standard_operators
 from src.ops.batch_norm import BatchNorm2d
 from src.ops.depthwise import DepthwiseConv2d
+from src.ops.max_pool import MaxPool2d
 
 
 class _WithGrads(nn.Cell):
@@ -158,6 +159,37 @@ def test_batchnorm_inference_and_export_use_the_moving_statistics():
     want = ref(x).asnumpy()
     np.testing.assert_allclose(ours(x).asnumpy(), want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(exported(x).asnumpy(), want, rtol=1e-6, atol=1e-6)
+
+
+class _Sum(nn.Cell):
+    """Weighted sum of a cell's output, to take the input gradient of any cell."""
+
+    def __init__(self, net: nn.Cell):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x, w):
+        return (self.net(x) * w).sum()
+
+
+@pytest.mark.parametrize("shape,kernel,ties", [((2, 3, 8, 10), (2, 2), False), ((2, 3, 8, 10), (2, 1), False),
+                                               ((1, 2, 7, 5), (2, 2), False),   # odd sizes drop a row/column
+                                               ((2, 4, 6, 6), (2, 2), True)])   # ReLU-like zeros and equal values
+def test_max_pool_matches_mindspore_including_ties(shape, kernel, ties):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(shape).astype(np.float32)
+    if ties:
+        x = np.maximum(np.round(x), 0)
+    pooled = (shape[0], shape[1], shape[2] // kernel[0], shape[3] // kernel[1])
+    w = ms.Tensor(rng.standard_normal(pooled).astype(np.float32))
+    ours, ref = MaxPool2d(kernel), nn.MaxPool2d(kernel, kernel, pad_mode="valid")
+    assert ours.use_cpu_kernel
+    np.testing.assert_array_equal(ours(ms.Tensor(x)).asnumpy(), ref(ms.Tensor(x)).asnumpy())
+    expected = ms.grad(_Sum(ref), 0)(ms.Tensor(x), w).asnumpy()
+    np.testing.assert_array_equal(ms.grad(_Sum(ours), 0)(ms.Tensor(x), w).asnumpy(), expected)
+    assert np.count_nonzero(expected) == np.prod(pooled)  # one input per window gets the gradient
+    with standard_operators():
+        assert not MaxPool2d(kernel).use_cpu_kernel
 
 
 @pytest.fixture

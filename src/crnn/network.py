@@ -6,8 +6,8 @@ from collections import OrderedDict
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.backbone.pooling import MaxPoolAfterReLU
 from src.ops.batch_norm import BatchNorm2d
+from src.ops.max_pool import MaxPool2d
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, pad_mode: str = "same") -> nn.SequentialCell:
@@ -37,9 +37,8 @@ class VGGFeatures(nn.Cell):
         self.conv7 = conv_bn_relu(512, 512, kernel_size=2, pad_mode="valid")
         # Normalises the features handed to the LSTM; the official network has this BN too.
         self.bn1 = BatchNorm2d(512, eps=1e-4, momentum=0.9)
-        # Every pool follows a conv-BN-ReLU, as MaxPoolAfterReLU requires.
-        self.pool = MaxPoolAfterReLU((2, 2))
-        self.pool_height = MaxPoolAfterReLU((2, 1))
+        self.pool = MaxPool2d((2, 2))
+        self.pool_height = MaxPool2d((2, 1))
 
     def construct(self, x):
         x = self.pool(self.conv1(x))
