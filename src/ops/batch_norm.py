@@ -52,7 +52,8 @@ class BatchNorm2d(nn.BatchNorm2d):
     def construct(self, x):
         if not self.training:
             return self.bn_infer(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
-        if not self.use_cpu_kernel:
+        # The kernel is float32 only (mixed precision may hand BatchNorm float16).
+        if not self.use_cpu_kernel or x.dtype != ms.float32 or self.gamma.dtype != ms.float32:
             return self.bn_train(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)[0]
         y, mean, invstd = self.train_forward(x, self.gamma, self.beta, self.eps_tensor)
         count = x.shape[0] * x.shape[2] * x.shape[3]

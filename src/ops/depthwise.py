@@ -9,6 +9,7 @@ the kernel cannot be built.
 """
 from __future__ import annotations
 
+import mindspore as ms
 from mindspore import nn, ops
 
 from . import aot
@@ -41,7 +42,7 @@ def _custom_ops(library: str, stride: int) -> ops.Custom:
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` with ``group == in_channels == out_channels`` (same arguments, parameters
     and checkpoints) that runs on CPU through the custom kernel when its geometry allows:
-    float32, square odd kernel, symmetric padding of kernel_size // 2 ('pad' mode), stride 1
+    float32 input and weight, square odd kernel, symmetric padding of kernel_size // 2 ('pad' mode), stride 1
     or 2 in both directions, no dilation."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode: str = "pad",
@@ -62,7 +63,8 @@ class DepthwiseConv2d(nn.Conv2d):
             self.depthwise = _custom_ops(library, self.stride[0])
 
     def construct(self, x):
-        if self.use_cpu_kernel:
+        # The kernel is float32 only (mixed precision casts to float16).
+        if self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32:
             output = self.depthwise(x, self.weight)
         else:
             output = self.conv2d(x, self.weight)

@@ -48,6 +48,6 @@ class MaxPool2d(nn.Cell):
             self.kernel = ms.Tensor(np.array([self.kh, self.kw], np.int32))
 
     def construct(self, x):
-        if self.use_cpu_kernel:
+        if self.use_cpu_kernel and x.dtype == ms.float32:  # the kernel is float32 only
             return self.cpu_pool(x, self.kernel)
         return self.pool(x)

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "parallel.h"
+
 namespace {
 
 struct Layout {
@@ -22,9 +24,9 @@ Layout layout(const int64_t* shape) { return {shape[0], shape[1], shape[2] * sha
 
 // params: x (N,C,H,W), gamma (C), beta (C), eps (1) | y (N,C,H,W), mean (C), invstd (C).
 // The variance is the biased one used to normalise; the caller derives the moving statistics.
-extern "C" int BatchNormTrainForward(int nparam, void** params, int* ndims, int64_t** shapes, const char**,
-                                     void*, void*) {
-  if (nparam != 7 || ndims[0] != 4) return 1;
+extern "C" int BatchNormTrainForward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                     const char** dtypes, void*, void*) {
+  if (nparam != 7 || ndims[0] != 4 || !ms_zoo::all_float32(dtypes, 0, 7)) return 1;
   const Layout g = layout(shapes[0]);
   const float* x = static_cast<const float*>(params[0]);
   const float* gamma = static_cast<const float*>(params[1]);
@@ -34,8 +36,7 @@ extern "C" int BatchNormTrainForward(int nparam, void** params, int* ndims, int6
   float* mean_out = static_cast<float*>(params[5]);
   float* invstd_out = static_cast<float*>(params[6]);
   const double count = static_cast<double>(g.n * g.hw);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t c = 0; c < g.c; ++c) {
+  ms_zoo::parallel_for(g.c, 3 * g.n * g.c * g.hw, [&](int64_t c) {
     // Sums around the channel's first value: no catastrophic cancellation when |mean| >> std.
     const float shift = x[c * g.hw];
     double sum = 0.0, sumsq = 0.0;
@@ -65,14 +66,14 @@ extern "C" int BatchNormTrainForward(int nparam, void** params, int* ndims, int6
 #pragma omp simd
       for (int64_t i = 0; i < g.hw; ++i) q[i] = p[i] * scale + offset;
     }
-  }
+  });
   return 0;
 }
 
 // params: dy, x, gamma, mean, invstd | dx, dgamma, dbeta.
-extern "C" int BatchNormTrainBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char**,
-                                      void*, void*) {
-  if (nparam != 8 || ndims[0] != 4) return 1;
+extern "C" int BatchNormTrainBackward(int nparam, void** params, int* ndims, int64_t** shapes,
+                                      const char** dtypes, void*, void*) {
+  if (nparam != 8 || ndims[0] != 4 || !ms_zoo::all_float32(dtypes, 0, 8)) return 1;
   const Layout g = layout(shapes[0]);
   const float* dy = static_cast<const float*>(params[0]);
   const float* x = static_cast<const float*>(params[1]);
@@ -83,8 +84,7 @@ extern "C" int BatchNormTrainBackward(int nparam, void** params, int* ndims, int
   float* dgamma = static_cast<float*>(params[6]);
   float* dbeta = static_cast<float*>(params[7]);
   const float count = static_cast<float>(g.n * g.hw);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t c = 0; c < g.c; ++c) {
+  ms_zoo::parallel_for(g.c, 4 * g.n * g.c * g.hw, [&](int64_t c) {
     const float mean = mean_in[c], invstd = invstd_in[c];
     double sum_dy = 0.0, sum_dy_xc = 0.0;
     for (int64_t b = 0; b < g.n; ++b) {
@@ -114,6 +114,6 @@ extern "C" int BatchNormTrainBackward(int nparam, void** params, int* ndims, int
 #pragma omp simd
       for (int64_t i = 0; i < g.hw; ++i) q[i] = k * (pd[i] - mean_dy - (px[i] - mean) * xhat_coef);
     }
-  }
+  });
   return 0;
 }

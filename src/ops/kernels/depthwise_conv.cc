@@ -15,6 +15,8 @@
 #include <cstring>
 #include <algorithm>
 
+#include "parallel.h"
+
 namespace {
 
 struct Geometry {
@@ -111,8 +113,8 @@ Geometry geometry(int64_t** shapes, int image, int weight, int result, int64_t s
   return g;
 }
 
-bool shapes_ok(int nparam, int* ndims, int expected) {
-  if (nparam != expected) return false;
+bool shapes_ok(int nparam, int* ndims, const char** dtypes, int expected) {
+  if (nparam != expected || !ms_zoo::all_float32(dtypes, 0, nparam)) return false;
   for (int i = 0; i < nparam; ++i)
     if (ndims[i] != 4) return false;
   return true;
@@ -120,51 +122,51 @@ bool shapes_ok(int nparam, int* ndims, int expected) {
 
 // params: x, weight, y.
 template <int S>
-int forward(int nparam, void** params, int* ndims, int64_t** shapes) {
-  if (!shapes_ok(nparam, ndims, 3)) return 1;
+int forward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
+  if (!shapes_ok(nparam, ndims, dtypes, 3)) return 1;
   const Geometry g = geometry(shapes, 0, 1, 2, S);
   const float* x = static_cast<const float*>(params[0]);
   const float* w = static_cast<const float*>(params[1]);
   float* y = static_cast<float*>(params[2]);
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < g.n * g.c; ++p)
+  ms_zoo::parallel_for(g.n * g.c, g.n * g.c * g.oh * g.ow * g.k * g.k, [&](int64_t p) {
     forward_plane<S>(g, x + p * g.h * g.w, w + (p % g.c) * g.k * g.k, y + p * g.oh * g.ow);
+  });
   return 0;
 }
 
 // params: dy, weight, x (only its shape is read), dx.
 template <int S>
-int backward_input(int nparam, void** params, int* ndims, int64_t** shapes) {
-  if (!shapes_ok(nparam, ndims, 4)) return 1;
+int backward_input(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
+  if (!shapes_ok(nparam, ndims, dtypes, 4)) return 1;
   const Geometry g = geometry(shapes, 3, 1, 0, S);
   const float* dy = static_cast<const float*>(params[0]);
   const float* w = static_cast<const float*>(params[1]);
   float* dx = static_cast<float*>(params[3]);
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < g.n * g.c; ++p)
+  ms_zoo::parallel_for(g.n * g.c, g.n * g.c * g.oh * g.ow * g.k * g.k, [&](int64_t p) {
     backward_input_plane<S>(g, dy + p * g.oh * g.ow, w + (p % g.c) * g.k * g.k, dx + p * g.h * g.w);
+  });
   return 0;
 }
 
 // params: dy, x, weight (only its shape is read), dw.
 template <int S>
-int backward_weight(int nparam, void** params, int* ndims, int64_t** shapes) {
-  if (!shapes_ok(nparam, ndims, 4)) return 1;
+int backward_weight(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
+  if (!shapes_ok(nparam, ndims, dtypes, 4)) return 1;
   const Geometry g = geometry(shapes, 1, 3, 0, S);
   const float* dy = static_cast<const float*>(params[0]);
   const float* x = static_cast<const float*>(params[1]);
   float* dw = static_cast<float*>(params[3]);
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < g.c; ++c) backward_weight_channel<S>(g, c, x, dy, dw + c * g.k * g.k);
+  ms_zoo::parallel_for(g.c, g.n * g.c * g.oh * g.ow * g.k * g.k,
+                       [&](int64_t c) { backward_weight_channel<S>(g, c, x, dy, dw + c * g.k * g.k); });
   return 0;
 }
 
 }  // namespace
 
 #define ENTRY(name, impl, S)                                                                    \
-  extern "C" int name(int nparam, void** params, int* ndims, int64_t** shapes, const char**,  \
-                      void*, void*) {                                                           \
-    return impl<S>(nparam, params, ndims, shapes);                                             \
+  extern "C" int name(int nparam, void** params, int* ndims, int64_t** shapes,                 \
+                      const char** dtypes, void*, void*) {                                      \
+    return impl<S>(nparam, params, ndims, shapes, dtypes);                                     \
   }
 
 ENTRY(DepthwiseForwardS1, forward, 1)

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "parallel.h"
+
 namespace {
 
 struct Geometry {
@@ -43,14 +45,13 @@ inline int64_t argmax(const Geometry& g, const float* x, int64_t oy, int64_t ox)
 }  // namespace
 
 // params: x (N,C,H,W), kernel (2, int32: kh, kw) | y (N,C,H/kh,W/kw).
-extern "C" int MaxPoolForward(int nparam, void** params, int* ndims, int64_t** shapes, const char**, void*,
-                              void*) {
-  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4) return 1;
+extern "C" int MaxPoolForward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                              void*, void*) {
+  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !ms_zoo::all_float32(dtypes, 0, 1)) return 1;
   const Geometry g = geometry(shapes, 0, 2, static_cast<const int32_t*>(params[1]));
   const float* x = static_cast<const float*>(params[0]);
   float* y = static_cast<float*>(params[2]);
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < g.planes; ++p) {
+  ms_zoo::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t p) {
     const float* xp = x + p * g.h * g.w;
     float* yp = y + p * g.oh * g.ow;
     for (int64_t oy = 0; oy < g.oh; ++oy) {
@@ -66,26 +67,25 @@ extern "C" int MaxPoolForward(int nparam, void** params, int* ndims, int64_t** s
           }
       }
     }
-  }
+  });
   return 0;
 }
 
 // params: x, dy, kernel | dx.
-extern "C" int MaxPoolBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char**, void*,
-                               void*) {
-  if (nparam != 4 || ndims[0] != 4 || ndims[1] != 4) return 1;
+extern "C" int MaxPoolBackward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                               void*, void*) {
+  if (nparam != 4 || ndims[0] != 4 || ndims[1] != 4 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
   const Geometry g = geometry(shapes, 0, 1, static_cast<const int32_t*>(params[2]));
   const float* x = static_cast<const float*>(params[0]);
   const float* dy = static_cast<const float*>(params[1]);
   float* dx = static_cast<float*>(params[3]);
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < g.planes; ++p) {
+  ms_zoo::parallel_for(g.planes, g.planes * g.h * g.w, [&](int64_t p) {
     const float* xp = x + p * g.h * g.w;
     const float* dyp = dy + p * g.oh * g.ow;
     float* dxp = dx + p * g.h * g.w;
     std::memset(dxp, 0, sizeof(float) * g.h * g.w);
     for (int64_t oy = 0; oy < g.oh; ++oy)
       for (int64_t ox = 0; ox < g.ow; ++ox) dxp[argmax(g, xp, oy, ox)] = dyp[oy * g.ow + ox];
-  }
+  });
   return 0;
 }

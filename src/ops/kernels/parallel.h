@@ -1,0 +1,57 @@
+// A minimal parallel-for shared by the CPU kernels.
+//
+// Why not OpenMP: after a parallel region its worker threads keep spinning, and on a small
+// machine they take a core from the MindSpore operators that run next (the kernels made
+// SSD inference at batch 1 slower, not faster). Threads here are started per call and
+// joined, which costs tens of microseconds, so small calls stay on the calling thread.
+#pragma once
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace ms_zoo {
+
+inline int64_t usable_cores() {
+  static const int64_t cores = [] {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return static_cast<int64_t>(std::max(1, CPU_COUNT(&set)));
+    return static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return cores;
+}
+
+// Whether params[first..last) are all float32 tensors (the kernels handle nothing else; a
+// non-zero return makes MindSpore raise instead of reading float16 data as float32).
+inline bool all_float32(const char** dtypes, int first, int last) {
+  for (int i = first; i < last; ++i)
+    if (std::strcmp(dtypes[i], "float32") != 0) return false;
+  return true;
+}
+
+// Calls fn(i) for every i in [0, n), split into contiguous ranges over the usable cores;
+// `work` is the total number of element operations, to keep small calls single-threaded.
+template <class F>
+void parallel_for(int64_t n, int64_t work, F fn) {
+  constexpr int64_t kMinWorkPerThread = 1 << 15;
+  int64_t threads = std::min({usable_cores(), n, std::max<int64_t>(1, work / kMinWorkPerThread)});
+  if (threads <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  auto run = [&](int64_t t) {
+    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+    for (int64_t i = begin; i < end; ++i) fn(i);
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(run, t);
+  run(0);
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace ms_zoo
