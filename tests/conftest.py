@@ -19,6 +19,22 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SSD_CONFIG = os.path.join(ROOT, "configs", "ssd", "ssd300_shapes.yaml")
 
 
+def run_concurrently(code: str, copies: int = 3, timeout: float = 120) -> list[str]:
+    """Run the same Python snippet in `copies` processes at once (from the repo root); every
+    one must succeed. Returns their stripped standard outputs."""
+    import subprocess
+    import textwrap
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    outputs = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err
+        outputs.append(out.strip())
+    return outputs
+
+
 def shared_path(*parts: str) -> str:
     """Path under ../shared, or skip the test when the folder is absent."""
     path = os.path.join(SHARED, *parts)

@@ -115,7 +115,7 @@ def test_batchnorm_folding_keeps_the_cpu_kernel():
 def test_batchnorm_training_matches_mindspore(shape, offset):
     """Output, gradients and moving statistics after two steps, in graph mode as in training;
     the large offset checks the variance does not cancel catastrophically."""
-    rng = np.random.default_rng(6)
+    inputs = [(np.random.default_rng(k).standard_normal(shape) * 2 + offset).astype(np.float32) for k in (7, 8)]
     ours = BatchNorm2d(shape[1], eps=1e-3, momentum=0.97, gamma_init="normal", beta_init="normal")
     ref = nn.BatchNorm2d(shape[1], eps=1e-3, momentum=0.97)
     ref.gamma.set_data(ours.gamma.data.copy())
@@ -128,8 +128,7 @@ def test_batchnorm_training_matches_mindspore(shape, offset):
             net.set_train(True)
         results = []
         for net in (ours, ref):
-            steps = [_run(net, (rng_x * 2 + offset).astype(np.float32))
-                     for rng_x in (np.random.default_rng(k).standard_normal(shape) for k in (7, 8))]
+            steps = [_run(net, x) for x in inputs]
             results.append((steps, net.moving_mean.asnumpy(), net.moving_variance.asnumpy()))
     finally:
         ms.set_context(mode=mode)

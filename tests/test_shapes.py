@@ -1,9 +1,6 @@
 """Tests of the embedded synthetic shapes dataset (src/data/shapes.py)."""
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import cv2
 import numpy as np
@@ -11,10 +8,9 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from src.data import shapes
+from conftest import run_concurrently
 from src.data.shapes import SHAPE_CLASSES, generate_shapes_dataset
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_train=12, num_val=4, seed=0, progress=False)
 
 
@@ -235,18 +231,12 @@ def test_other_process_finished_first(tmp_path, monkeypatch, dataset):
 
 def test_concurrent_processes(tmp_path, dataset):
     root = str(tmp_path / "ds")
-    code = textwrap.dedent(f"""
+    outputs = run_concurrently(f"""
         from src.data.shapes import generate_shapes_dataset
         p = generate_shapes_dataset({root!r}, num_train=12, num_val=4, seed=0, progress=False)
         print(p["root"])
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        assert out.strip() == root
+    assert outputs == [root] * 3
     assert _all_files(root) == _all_files(dataset["root"])
     assert sorted(os.listdir(tmp_path)) == ["ds"]
 

@@ -2,21 +2,18 @@
 import json
 import os
 import string
-import subprocess
-import sys
-import textwrap
 
 import cv2
 import lmdb
 import numpy as np
 import pytest
 
+from conftest import run_concurrently
 from src.data import words
 from src.data.text_lmdb import TextLMDB
 from src.data.words import (DEFAULT_CHARSET, PRINTABLE_CHARSET, WORDS, ensure_word_crops,
                             render_word)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_train=24, num_val=8, seed=0, progress=False)
 
 
@@ -284,18 +281,12 @@ def test_process_pool_gives_the_same_lmdb(tmp_path, monkeypatch, samples):
 
 def test_concurrent_processes(tmp_path, samples):
     root = str(tmp_path / "wc")
-    code = textwrap.dedent(f"""
+    outputs = run_concurrently(f"""
         from src.data.words import ensure_word_crops
         p = ensure_word_crops({root!r}, num_train=24, num_val=8, seed=0, progress=False)
         print(p["train"])
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        assert out.strip() == os.path.join(root, "train")
+    assert outputs == [os.path.join(root, "train")] * 3
     assert _read(os.path.join(root, "train")) == samples["train"]
     assert _read(os.path.join(root, "val")) == samples["val"]
     assert sorted(os.listdir(tmp_path)) == ["wc"]
