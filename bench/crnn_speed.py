@@ -5,8 +5,8 @@ and 64 (network and CTC decoding separately), data pipeline images/s.
 
 Prints one JSON line. Each figure is the median of several timed repetitions after warm-up
 (graph compile excluded); keys ending in `_standard_ops` repeat the measurement in the same run
-with MindSpore's own operators instead of the repository's CPU kernels (src/ops). The training step is the one train.py runs: SGD with Nesterov
-momentum, global-norm clipping, CTC loss.
+with MindSpore's own operators instead of the repository's CPU kernels (src/ops). The training
+step is the one train.py runs: SGD with Nesterov momentum, global-norm clipping, CTC loss.
 """
 import argparse
 import os

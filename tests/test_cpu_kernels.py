@@ -66,16 +66,20 @@ def test_depthwise_matches_grouped_conv(batch, channels, height, width, kernel, 
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
-def test_depthwise_in_graph_mode_matches_grouped_conv():
-    """Training compiles the network as a graph: the Custom op and its bprop must work there too."""
+@pytest.fixture
+def graph_mode():
+    """Graph mode for one test, as training compiles the network; PyNative again afterwards."""
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        conv = DepthwiseConv2d(8, 8, 3, 2, pad_mode="pad", padding=1, group=8, weight_init="normal")
-        x = np.random.default_rng(5).standard_normal((2, 8, 15, 12)).astype(np.float32)
-        got, want = _run(conv, x), _run(_reference(conv), x)
-    finally:
-        ms.set_context(mode=mode)
+    yield
+    ms.set_context(mode=mode)
+
+
+def test_depthwise_in_graph_mode_matches_grouped_conv(graph_mode):
+    """The Custom op and its bprop must work in a compiled graph too."""
+    conv = DepthwiseConv2d(8, 8, 3, 2, pad_mode="pad", padding=1, group=8, weight_init="normal")
+    x = np.random.default_rng(5).standard_normal((2, 8, 15, 12)).astype(np.float32)
+    got, want = _run(conv, x), _run(_reference(conv), x)
     for g, w in zip((got[0], got[1], *got[2]), (want[0], want[1], *want[2])):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
@@ -112,7 +116,7 @@ def test_batchnorm_folding_keeps_the_cpu_kernel():
 
 
 @pytest.mark.parametrize("shape,offset", [((4, 6, 9, 7), 0.0), ((3, 5, 1, 1), 0.0), ((2, 4, 6, 6), 1000.0)])
-def test_batchnorm_training_matches_mindspore(shape, offset):
+def test_batchnorm_training_matches_mindspore(shape, offset, graph_mode):
     """Output, gradients and moving statistics after two steps, in graph mode as in training;
     the large offset checks the variance does not cancel catastrophically."""
     inputs = [(np.random.default_rng(k).standard_normal(shape) * 2 + offset).astype(np.float32) for k in (7, 8)]
@@ -121,17 +125,11 @@ def test_batchnorm_training_matches_mindspore(shape, offset):
     ref.gamma.set_data(ours.gamma.data.copy())
     ref.beta.set_data(ours.beta.data.copy())
     assert ours.use_cpu_kernel
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        for net in (ours, ref):
-            net.set_train(True)
-        results = []
-        for net in (ours, ref):
-            steps = [_run(net, x) for x in inputs]
-            results.append((steps, net.moving_mean.asnumpy(), net.moving_variance.asnumpy()))
-    finally:
-        ms.set_context(mode=mode)
+    results = []
+    for net in (ours, ref):
+        net.set_train(True)
+        steps = [_run(net, x) for x in inputs]
+        results.append((steps, net.moving_mean.asnumpy(), net.moving_variance.asnumpy()))
     (got_steps, got_mean, got_var), (want_steps, want_mean, want_var) = results
     tol = 1e-4 if offset == 0 else 1e-2  # float32 inputs near 1000 carry ~1e-4 absolute error already
     for got, want in zip(got_steps, want_steps):

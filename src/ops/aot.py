@@ -49,20 +49,20 @@ def library_for_cell(name: str) -> str | None:
 
 def cache_dir() -> str:
     """Where compiled kernels go: $MS_ZOO_KERNEL_CACHE, else ~/.cache/ms_zoo_kernels."""
-    root = os.environ.get("MS_ZOO_KERNEL_CACHE") or os.path.join(
+    return os.environ.get("MS_ZOO_KERNEL_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ms_zoo_kernels")
-    return root
 
 
-def _cpu_flags() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def compile_command(source: str, output: str) -> list[str]:
@@ -81,8 +81,8 @@ def enabled() -> bool:
 @functools.lru_cache(maxsize=None)
 def load_library(name: str) -> str | None:
     """Path of the compiled library for ``kernels/<name>.cc``, building it if needed; None when
-    it cannot be built or loaded (a warning says why). Allow-lists the cache folder for
-    MindSpore when nothing else is."""
+    it cannot be built or MindSpore would not load it (a warning says why). Allow-lists the
+    cache folder for MindSpore when nothing else is."""
     if not enabled():
         return None
     source = os.path.join(KERNEL_DIR, f"{name}.cc")
@@ -92,6 +92,14 @@ def load_library(name: str) -> str | None:
         with open(path, "rb") as f:
             code += f.read()
     folder = cache_dir()
+    # MindSpore loads aot libraries only from inside this one folder (it takes a single path);
+    # checked before building, since a library it would refuse is not worth compiling.
+    allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
+    if allowed and not _is_inside(folder, allowed):
+        warnings.warn(f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not contain the kernel cache {folder}; "
+                      "set MS_ZOO_KERNEL_CACHE to a folder inside it to use the CPU kernels. Using "
+                      "MindSpore's own (slower) operators instead", RuntimeWarning, stacklevel=2)
+        return None
     key = hashlib.sha256(code + " ".join(compile_command("src", "out")).encode()).hexdigest()[:16]
     target = os.path.join(folder, f"{name}-{key}.so")
     if not os.path.isfile(target):
@@ -102,15 +110,8 @@ def load_library(name: str) -> str | None:
             warnings.warn(f"could not build the CPU kernel {source} ({str(detail).strip()[:500]}); "
                           "using MindSpore's own (slower) operators instead", RuntimeWarning, stacklevel=2)
             return None
-    # MindSpore loads aot libraries only from inside this one folder (it takes a single path).
-    allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
     if not allowed:
         os.environ["MS_CUSTOM_AOT_WHITE_LIST"] = folder
-    elif not _is_inside(target, allowed):
-        warnings.warn(f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not contain the kernel cache {folder}; "
-                      "set MS_ZOO_KERNEL_CACHE to a folder inside it to use the CPU kernels. Using "
-                      "MindSpore's own (slower) operators instead", RuntimeWarning, stacklevel=2)
-        return None
     return target
 
 
