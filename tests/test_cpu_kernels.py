@@ -2,6 +2,7 @@
 a clean fallback whenever they cannot or must not be used."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -15,6 +16,8 @@ from src.ops.aot import standard_operators
 from src.ops.batch_norm import BatchNorm2d
 from src.ops.depthwise import DepthwiseConv2d
 from src.ops.max_pool import MaxPool2d
+from src.ops import winograd
+from src.ops.winograd import WinogradConv2d
 
 
 class _WithGrads(nn.Cell):
@@ -37,7 +40,7 @@ def _run(net: nn.Cell, x: np.ndarray):
     return y.asnumpy(), inputs_grad[0].asnumpy(), [g.asnumpy() for g in params_grad]
 
 
-def _reference(conv: DepthwiseConv2d) -> nn.Conv2d:
+def _reference(conv: nn.Conv2d) -> nn.Conv2d:
     ref = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
                     conv.padding, conv.dilation, conv.group, has_bias=conv.has_bias)
     ref.weight.set_data(conv.weight.data.copy())
@@ -112,6 +115,91 @@ def test_batchnorm_folding_keeps_the_cpu_kernel():
     before = cell(x).asnumpy()
     assert fold_batchnorm(cell) == 1
     assert isinstance(cell[0], DepthwiseConv2d) and cell[0].use_cpu_kernel and cell[0].has_bias
+    np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+
+
+def _assert_close_to_reference(got, want, tolerance=1e-4):
+    """Winograd reorders the sums: float32 rounding differs from Conv2D's by ~1e-6 of the scale."""
+    for g, w in zip([got[0], got[1], *got[2]], [want[0], want[1], *want[2]]):
+        np.testing.assert_allclose(g, w, rtol=tolerance, atol=tolerance * np.abs(w).max())
+
+
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    """Winograd on every size (no small-batch fallback); counts the calls of its path, which
+    needs PyNative mode (a compiled graph runs no Python)."""
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
+    calls = []
+    original = WinogradConv2d.winograd
+
+    def counted(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(WinogradConv2d, "winograd", counted)
+    yield calls
+    ms.set_context(mode=mode)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("batch,in_channels,out_channels,height,width,pad_mode,bias", [
+    (2, 16, 8, 9, 13, "same", False),   # sizes that are not whole tiles: the output is cut
+    (1, 16, 24, 8, 8, "pad", True),     # whole tiles, explicit padding 1, bias
+    (3, 20, 4, 1, 1, "same", False),    # a single pixel: every tap but the centre is padding
+    (1, 16, 8, 4, 25, "same", False),   # CRNN's deepest feature map
+])
+def test_winograd_matches_conv2d(tile, batch, in_channels, out_channels, height, width, pad_mode, bias,
+                                 winograd_calls, monkeypatch):
+    monkeypatch.setattr(winograd, "TILE", tile)
+    conv = WinogradConv2d(in_channels, out_channels, 3, pad_mode=pad_mode, padding=1 if pad_mode == "pad" else 0,
+                          has_bias=bias, weight_init="normal", bias_init="normal" if bias else None)
+    assert conv.use_cpu_kernel and conv.tile == tile
+    x = np.random.default_rng(5).standard_normal((batch, in_channels, height, width)).astype(np.float32)
+    got, want = _run(conv, x), _run(_reference(conv), x)
+    assert winograd_calls, "the Winograd path was not taken"
+    _assert_close_to_reference(got, want)
+
+
+def test_winograd_in_graph_mode_matches_conv2d(graph_mode):
+    conv = WinogradConv2d(32, 16, 3, weight_init="normal")
+    x = np.random.default_rng(6).standard_normal((10, 32, 8, 25)).astype(np.float32)  # 140 tiles of 4x4
+    got, want = _run(conv, x), _run(_reference(conv), x)
+    # A compiled graph runs no Python to count calls; Winograd's rounding shows it ran instead.
+    assert not np.array_equal(got[0], want[0]), "the Winograd path was not compiled into the graph"
+    _assert_close_to_reference(got, want)
+
+
+def test_winograd_falls_back_where_the_direct_convolution_is_right(winograd_calls, monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_TILES", 128)
+    geometry = {"strided": WinogradConv2d(16, 8, 3, stride=2), "5x5": WinogradConv2d(16, 8, 5),
+                "valid": WinogradConv2d(16, 8, 3, pad_mode="valid"), "grouped": WinogradConv2d(16, 16, 3, group=2),
+                "thin input": WinogradConv2d(winograd.MIN_IN_CHANNELS - 1, 8, 3)}
+    for name, conv in geometry.items():
+        assert not conv.use_cpu_kernel, name
+    with standard_operators():
+        exported = WinogradConv2d(16, 8, 3)
+    assert not exported.use_cpu_kernel
+    small = WinogradConv2d(16, 8, 3, weight_init="normal")
+    assert small.use_cpu_kernel
+    x = np.random.default_rng(7).standard_normal((1, 16, 4, 8)).astype(np.float32)  # 2 tiles < MIN_TILES
+    np.testing.assert_allclose(small(ms.Tensor(x)).asnumpy(), _reference(small)(ms.Tensor(x)).asnumpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert not winograd_calls, "a batch with few tiles should use the direct convolution"
+
+
+@pytest.mark.parametrize("built_for_export", [False, True])
+def test_batchnorm_folding_keeps_the_operators_of_the_conv(built_for_export):
+    """Folding must neither drop a kernel nor add one to a network built for export."""
+    operators = standard_operators() if built_for_export else contextlib.nullcontext()
+    with operators:
+        cell = nn.SequentialCell([WinogradConv2d(16, 8, 3, weight_init="normal"), nn.BatchNorm2d(8)])
+    cell.set_train(False)
+    x = ms.Tensor(np.random.default_rng(8).standard_normal((2, 16, 6, 6)).astype(np.float32))
+    before = cell(x).asnumpy()
+    assert fold_batchnorm(cell) == 1
+    assert isinstance(cell[0], WinogradConv2d) and cell[0].use_cpu_kernel is not built_for_export
     np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
 
 

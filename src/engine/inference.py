@@ -1,6 +1,7 @@
 """Loading a trained network for inference, and the helpers eval.py / infer.py / postprocess.py share."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import cv2
@@ -9,6 +10,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.engine.checkpoint import load_weights
+from src.ops.aot import standard_operators
 
 
 def load_inference_network(cfg, api, ckpt_path: str):
@@ -23,17 +25,20 @@ def load_inference_network(cfg, api, ckpt_path: str):
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A conv with bias computing conv followed by bn (in inference mode), of the same class
-    (a DepthwiseConv2d keeps its CPU kernel)."""
+    """A conv with bias computing conv followed by bn (in inference mode), of the same class and
+    on the same operators (a conv on a CPU kernel keeps it; one built with MindSpore's own
+    operators, e.g. for export, does not gain it)."""
     scale = bn.gamma.asnumpy() / np.sqrt(bn.moving_variance.asnumpy() + bn.eps)
     weight = conv.weight.asnumpy() * scale.reshape(-1, 1, 1, 1)
     bias = bn.beta.asnumpy() - bn.moving_mean.asnumpy() * scale
     if conv.has_bias:
         bias = bias + conv.bias.asnumpy() * scale
-    return type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
-                     conv.padding, conv.dilation, conv.group, has_bias=True,
-                     weight_init=ms.Tensor(weight.astype(np.float32)),
-                     bias_init=ms.Tensor(bias.astype(np.float32)))
+    same_operators = contextlib.nullcontext() if getattr(conv, "use_cpu_kernel", False) else standard_operators()
+    with same_operators:
+        return type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
+                          conv.padding, conv.dilation, conv.group, has_bias=True,
+                          weight_init=ms.Tensor(weight.astype(np.float32)),
+                          bias_init=ms.Tensor(bias.astype(np.float32)))
 
 
 def fold_batchnorm(net: nn.Cell) -> int:

@@ -1,0 +1,410 @@
+// Winograd F(m x m, 3 x 3) transforms for 3x3, stride-1, padding-1 convolutions (NCHW,
+// float32) on MindSpore's CPU backend, loaded as ``ops.Custom(..., func_type="aot")``.
+//
+// Why: MindSpore's CPU Conv2D runs 3x3 convolutions through oneDNN's GEMM on the plain NCHW
+// layout at ~100 GFLOP/s here; CRNN spent ~80% of a training step in them. Winograd's
+// algorithm turns a 3x3 convolution into a = (m+2)^2 independent matrix products over the
+// channels with 4x (m = 4) or 2.25x (m = 2) fewer multiply-adds. This file holds only the
+// linear transforms around those products; the products run through MindSpore's BatchMatMul,
+// so its GEMM and its automatic gradients do the heavy work.
+//
+// With a = m + 2 and T = N * TH * TW tiles (TH = ceil(H / m), TW = ceil(W / m)):
+//   WinogradFilter:  w (K, C, 3, 3)           -> U (a*a, K, C)          U = G w G^T
+//   WinogradInput:   x (N, C, H, W)           -> V (a*a, C, T)          V = B^T d B per tile
+//   WinogradOutput:  M (a*a, K, N, TH, TW)    -> y (N, K, TH*m, TW*m)   y = A^T M A per tile
+// and their adjoints (the transposed linear maps), which are their gradients:
+//   WinogradFilterAdjoint: dU (a*a, K, C), w   -> dw (K, C, 3, 3)  (w gives only the shape)
+//   WinogradInputAdjoint:  dV (a*a, C, T), x   -> dx (N, C, H, W)  (x gives only the shape)
+//   WinogradOutputAdjoint: dy (N, K, TH*m, TW*m) -> dM (a*a, K, N, TH, TW)
+// The output is whole tiles; the caller slices it to (H, W). The tile side m is part of each
+// function name (suffix F2 or F4).
+//
+// Vectorisation: every transform runs over all tiles of a tile row at once, lanes = tiles.
+// A tile row's input columns are stored "phased" (column j at [j % m][j / m]), so the column
+// j = tile*m + k that tile `tile` needs is [k % m][tile + k / m]: contiguous across tiles.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "parallel.h"
+
+namespace {
+
+template <int M> struct Matrices;
+
+// F(2, 3) (Lavin & Gray, 2015).
+template <> struct Matrices<2> {
+  static constexpr int a = 4;
+  static constexpr float BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  static constexpr float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+  static constexpr float G[4][3] = {{1, 0, 0}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0, 0, 1}};
+};
+constexpr float Matrices<2>::BT[4][4];
+constexpr float Matrices<2>::AT[2][4];
+constexpr float Matrices<2>::G[4][3];
+
+// F(4, 3) with interpolation points 0, +-1, +-2 and infinity.
+template <> struct Matrices<4> {
+  static constexpr int a = 6;
+  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr float AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+  static constexpr float G[6][3] = {{1.f / 4, 0, 0},           {-1.f / 6, -1.f / 6, -1.f / 6},
+                                    {-1.f / 6, 1.f / 6, -1.f / 6}, {1.f / 24, 1.f / 12, 1.f / 6},
+                                    {1.f / 24, -1.f / 12, 1.f / 6}, {0, 0, 1}};
+};
+constexpr float Matrices<4>::BT[6][6];
+constexpr float Matrices<4>::AT[4][6];
+constexpr float Matrices<4>::G[6][3];
+
+constexpr int kLanes = 8;  // one AVX register of floats
+inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// o[i] += l * x[i]; vectorised, and a no-op for the constant zeros of the transform matrices
+// once the callers' loops are unrolled.
+inline void axpy(float* o, float l, const float* x, int64_t len) {
+  if (l == 0.f) return;
+  for (int64_t i = 0; i < len; ++i) o[i] += l * x[i];
+}
+
+// The same over exactly kLanes values: one vector multiply-add.
+inline void axpy_lanes(float* o, float l, const float* x) {
+  if (l == 0.f) return;
+#pragma GCC unroll 8
+  for (int i = 0; i < kLanes; ++i) o[i] += l * x[i];
+}
+
+struct Tiles {
+  int64_t n, c, h, w, th, tw;
+  int64_t count() const { return n * th * tw; }
+  // Tile-row buffers hold `lanes()` tiles (tw rounded up to whole vectors; the extra lanes are zero).
+  int64_t lanes() const { return round_up(tw, kLanes); }
+};
+
+// Scratch memory of the calling thread, grown as needed and reused across planes and calls;
+// Slot tells apart the buffers one thread uses at the same time.
+template <int Slot>
+float* scratch(int64_t size) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// Calls plane_fn(image, channel, tiles, stride) for every (image, channel) plane, where
+// tiles[position * stride + t] is the plane's tile t at that position of the tile array
+// `array` (positions, C, T).
+//
+// The planes of one channel and a group of images work on a small staging copy of their
+// part of `array`, filled from it first (Reads) or copied into it afterwards (Writes). Why:
+// the positions of `array` lie C * T floats apart, often a multiple of 4 KiB, so writing
+// each plane's tiles straight to all 36 positions lands every store in the same cache set.
+template <bool Reads, class F>
+void for_each_plane(const Tiles& g, float* array, int positions, F plane_fn) {
+  constexpr int64_t kStageTiles = 256;  // a 36 x 256 float stage fits in L1/L2
+  const int64_t per_image = g.th * g.tw, T = g.count();
+  const int64_t group = std::max<int64_t>(1, std::min<int64_t>(g.n, kStageTiles / per_image));
+  const int64_t groups = (g.n + group - 1) / group;
+  ms_zoo::parallel_for(g.c * groups, g.c * g.n * g.h * g.w * 16, [&](int64_t item) {
+    const int64_t channel = item / groups, first = item % groups * group;
+    const int64_t images = std::min(group, g.n - first), count = images * per_image;
+    float* stage = scratch<1>(positions * count);
+    float* part = array + channel * T + first * per_image;
+    if (Reads)
+      for (int pos = 0; pos < positions; ++pos)
+        std::memcpy(stage + pos * count, part + pos * g.c * T, sizeof(float) * count);
+    for (int64_t i = 0; i < images; ++i) plane_fn(first + i, channel, stage + i * per_image, count);
+    if (!Reads)
+      for (int pos = 0; pos < positions; ++pos)
+        std::memcpy(part + pos * g.c * T, stage + pos * count, sizeof(float) * count);
+  });
+}
+
+template <int M>
+void input_plane(const Tiles& g, const float* x, float* base, int64_t position_stride) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  const int64_t len = g.lanes() + 1, row = M * len;  // phased row: M phases of len columns
+  const int64_t phased_size = (g.th * M + 2) * row;
+  float* phased = scratch<0>(phased_size + a * row);
+  float* rows = phased + phased_size;
+  std::fill_n(phased, phased_size, 0.f);
+  for (int64_t y = 0; y < g.h; ++y)
+    for (int64_t col = 0; col < g.w; ++col) {
+      const int64_t j = col + 1;  // padded column
+      phased[(y + 1) * row + (j % M) * len + j / M] = x[y * g.w + col];
+    }
+  for (int64_t ti = 0; ti < g.th; ++ti) {
+    // rows = B^T d over the tile row's a padded input rows.
+#pragma GCC unroll 8
+    for (int p = 0; p < a; ++p) {
+      std::fill_n(rows + p * row, row, 0.f);
+#pragma GCC unroll 8
+      for (int k = 0; k < a; ++k) axpy(rows + p * row, Mat::BT[p][k], phased + (ti * M + k) * row, row);
+    }
+    // V[p][q] = sum_k rows[p][column k of the tile] * BT[q][k], kLanes tiles at a time.
+    for (int64_t t0 = 0; t0 < g.tw; t0 += kLanes) {
+      const int64_t valid = std::min<int64_t>(kLanes, g.tw - t0);
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int q = 0; q < a; ++q) {
+          float out[kLanes] = {};
+#pragma GCC unroll 8
+          for (int k = 0; k < a; ++k) axpy_lanes(out, Mat::BT[q][k], rows + p * row + (k % M) * len + k / M + t0);
+          std::memcpy(base + (p * a + q) * position_stride + ti * g.tw + t0, out, sizeof(float) * valid);
+        }
+    }
+  }
+}
+
+template <int M>
+void input_adjoint_plane(const Tiles& g, const float* base, int64_t position_stride, float* dx) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  const int64_t len = g.lanes() + 1, row = M * len;
+  const int64_t phased_size = (g.th * M + 2) * row;
+  float* phased = scratch<0>(phased_size + a * row);
+  float* rows = phased + phased_size;
+  std::fill_n(phased, phased_size, 0.f);
+  for (int64_t ti = 0; ti < g.th; ++ti) {
+    std::fill_n(rows, a * row, 0.f);
+    // rows[p][column k of each tile] += dV[p][q] * BT[q][k]; neighbouring tiles share two columns.
+    for (int64_t t0 = 0; t0 < g.tw; t0 += kLanes) {
+      const int64_t valid = std::min<int64_t>(kLanes, g.tw - t0);
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int q = 0; q < a; ++q) {
+          float block[kLanes] = {};
+          std::memcpy(block, base + (p * a + q) * position_stride + ti * g.tw + t0, sizeof(float) * valid);
+#pragma GCC unroll 8
+          for (int k = 0; k < a; ++k) axpy_lanes(rows + p * row + (k % M) * len + k / M + t0, Mat::BT[q][k], block);
+        }
+    }
+    // padded input rows += B rows.
+#pragma GCC unroll 8
+    for (int r = 0; r < a; ++r)
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p) axpy(phased + (ti * M + r) * row, Mat::BT[p][r], rows + p * row, row);
+  }
+  for (int64_t y = 0; y < g.h; ++y)
+    for (int64_t col = 0; col < g.w; ++col) {
+      const int64_t j = col + 1;
+      dx[y * g.w + col] = phased[(y + 1) * row + (j % M) * len + j / M];
+    }
+}
+
+template <int M>
+void output_plane(const Tiles& g, const float* base, int64_t position_stride, float* y) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  const int64_t ow = g.tw * M;
+  for (int64_t ti = 0; ti < g.th; ++ti)
+    for (int64_t t0 = 0; t0 < g.tw; t0 += kLanes) {
+      const int64_t valid = std::min<int64_t>(kLanes, g.tw - t0);
+      float block[a * a][kLanes] = {}, half[a * M][kLanes] = {}, tile[M * M][kLanes] = {};
+      for (int pq = 0; pq < a * a; ++pq)
+        std::memcpy(block[pq], base + pq * position_stride + ti * g.tw + t0, sizeof(float) * valid);
+      // half = M A, then tile = A^T half.
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int j = 0; j < M; ++j)
+#pragma GCC unroll 8
+          for (int q = 0; q < a; ++q) axpy_lanes(half[p * M + j], Mat::AT[j][q], block[p * a + q]);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < M; ++j)
+#pragma GCC unroll 8
+          for (int p = 0; p < a; ++p) axpy_lanes(tile[i * M + j], Mat::AT[i][p], half[p * M + j]);
+      for (int i = 0; i < M; ++i) {
+        float* out = y + (ti * M + i) * ow + t0 * M;
+        for (int64_t t = 0; t < valid; ++t)
+          for (int j = 0; j < M; ++j) out[t * M + j] = tile[i * M + j][t];
+      }
+    }
+}
+
+template <int M>
+void output_adjoint_plane(const Tiles& g, const float* dy, float* base, int64_t position_stride) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  const int64_t ow = g.tw * M;
+  for (int64_t ti = 0; ti < g.th; ++ti)
+    for (int64_t t0 = 0; t0 < g.tw; t0 += kLanes) {
+      const int64_t valid = std::min<int64_t>(kLanes, g.tw - t0);
+      float tile[M * M][kLanes] = {}, half[a * M][kLanes] = {};
+      for (int i = 0; i < M; ++i) {
+        const float* in = dy + (ti * M + i) * ow + t0 * M;
+        for (int64_t t = 0; t < valid; ++t)
+          for (int j = 0; j < M; ++j) tile[i * M + j][t] = in[t * M + j];
+      }
+      // half = A dy, then dM = half A^T.
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int j = 0; j < M; ++j)
+#pragma GCC unroll 8
+          for (int i = 0; i < M; ++i) axpy_lanes(half[p * M + j], Mat::AT[i][p], tile[i * M + j]);
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int q = 0; q < a; ++q) {
+          float out[kLanes] = {};
+#pragma GCC unroll 8
+          for (int j = 0; j < M; ++j) axpy_lanes(out, Mat::AT[j][q], half[p * M + j]);
+          std::memcpy(base + (p * a + q) * position_stride + ti * g.tw + t0, out, sizeof(float) * valid);
+        }
+    }
+}
+
+// Filters of one output channel k, kLanes input channels at a time (lanes = input channels).
+template <int M>
+void filter_row(int64_t k, int64_t K, int64_t C, const float* w, float* u) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+    const int64_t valid = std::min<int64_t>(kLanes, C - c0);
+    float taps[9][kLanes] = {}, half[a][3][kLanes], out[kLanes];
+    for (int64_t l = 0; l < valid; ++l)
+      for (int t = 0; t < 9; ++t) taps[t][l] = w[(k * C + c0 + l) * 9 + t];
+#pragma GCC unroll 8
+    for (int p = 0; p < a; ++p)
+      for (int s = 0; s < 3; ++s) {
+        std::fill_n(half[p][s], kLanes, 0.f);
+        for (int r = 0; r < 3; ++r) axpy_lanes(half[p][s], Mat::G[p][r], taps[r * 3 + s]);
+      }
+#pragma GCC unroll 8
+    for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+      for (int q = 0; q < a; ++q) {
+        std::fill_n(out, kLanes, 0.f);
+        for (int s = 0; s < 3; ++s) axpy_lanes(out, Mat::G[q][s], half[p][s]);
+        std::memcpy(u + ((p * a + q) * K + k) * C + c0, out, sizeof(float) * valid);
+      }
+  }
+}
+
+template <int M>
+void filter_adjoint_row(int64_t k, int64_t K, int64_t C, const float* du, float* dw) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+    const int64_t valid = std::min<int64_t>(kLanes, C - c0);
+    float grad[a][a][kLanes] = {}, half[a][3][kLanes], taps[9][kLanes];
+    for (int p = 0; p < a; ++p)
+      for (int q = 0; q < a; ++q) std::memcpy(grad[p][q], du + ((p * a + q) * K + k) * C + c0, sizeof(float) * valid);
+    // half = dU G, then dw = G^T half.
+#pragma GCC unroll 8
+    for (int p = 0; p < a; ++p)
+      for (int s = 0; s < 3; ++s) {
+        std::fill_n(half[p][s], kLanes, 0.f);
+#pragma GCC unroll 8
+        for (int q = 0; q < a; ++q) axpy_lanes(half[p][s], Mat::G[q][s], grad[p][q]);
+      }
+    for (int r = 0; r < 3; ++r)
+      for (int s = 0; s < 3; ++s) {
+        std::fill_n(taps[r * 3 + s], kLanes, 0.f);
+#pragma GCC unroll 8
+        for (int p = 0; p < a; ++p) axpy_lanes(taps[r * 3 + s], Mat::G[p][r], half[p][s]);
+      }
+    for (int64_t l = 0; l < valid; ++l)
+      for (int t = 0; t < 9; ++t) dw[(k * C + c0 + l) * 9 + t] = taps[t][l];
+  }
+}
+
+template <int M>
+Tiles input_tiles(const int64_t* s) {
+  return Tiles{s[0], s[1], s[2], s[3], (s[2] + M - 1) / M, (s[3] + M - 1) / M};
+}
+
+template <int M>
+int input_transform(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+  if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
+  const Tiles g = input_tiles<M>(shapes[0]);
+  const float* x = static_cast<const float*>(params[0]);
+  float* v = static_cast<float*>(params[1]);
+  for_each_plane<false>(g, v, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
+    input_plane<M>(g, x + (n * g.c + c) * g.h * g.w, tiles, stride);
+  });
+  return 0;
+}
+
+template <int M>
+int input_adjoint(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+  if (nparam != 3 || !ms_zoo::all_float32(dtypes, 0, 3)) return 1;
+  const Tiles g = input_tiles<M>(shapes[1]);  // the forward input, for its shape
+  float* dv = static_cast<float*>(params[0]);
+  float* dx = static_cast<float*>(params[2]);
+  for_each_plane<true>(g, dv, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
+    input_adjoint_plane<M>(g, tiles, stride, dx + (n * g.c + c) * g.h * g.w);
+  });
+  return 0;
+}
+
+template <int M>
+int output_transform(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+  if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
+  const int64_t* s = shapes[0];  // (a*a, K, N, TH, TW)
+  const Tiles g{s[2], s[1], s[3] * M, s[4] * M, s[3], s[4]};
+  float* m = static_cast<float*>(params[0]);
+  float* y = static_cast<float*>(params[1]);
+  for_each_plane<true>(g, m, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
+    output_plane<M>(g, tiles, stride, y + (n * g.c + c) * g.h * g.w);
+  });
+  return 0;
+}
+
+template <int M>
+int output_adjoint(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+  if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
+  const int64_t* s = shapes[0];  // dy (N, K, TH*M, TW*M)
+  const Tiles g{s[0], s[1], s[2], s[3], s[2] / M, s[3] / M};
+  const float* dy = static_cast<const float*>(params[0]);
+  float* dm = static_cast<float*>(params[1]);
+  for_each_plane<false>(g, dm, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
+    output_adjoint_plane<M>(g, dy + (n * g.c + c) * g.h * g.w, tiles, stride);
+  });
+  return 0;
+}
+
+template <int M>
+int filter_transform(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+  if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
+  const int64_t K = shapes[0][0], C = shapes[0][1];
+  const float* w = static_cast<const float*>(params[0]);
+  float* u = static_cast<float*>(params[1]);
+  ms_zoo::parallel_for(K, K * C * 64, [&](int64_t k) { filter_row<M>(k, K, C, w, u); });
+  return 0;
+}
+
+template <int M>
+int filter_adjoint(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+  if (nparam != 3 || !ms_zoo::all_float32(dtypes, 0, 3)) return 1;
+  const int64_t K = shapes[1][0], C = shapes[1][1];  // the weight, for its shape
+  const float* du = static_cast<const float*>(params[0]);
+  float* dw = static_cast<float*>(params[2]);
+  ms_zoo::parallel_for(K, K * C * 64, [&](int64_t k) { filter_adjoint_row<M>(k, K, C, du, dw); });
+  return 0;
+}
+
+}  // namespace
+
+#define MS_ZOO_WINOGRAD_ENTRY(NAME, IMPL)                                                          \
+  extern "C" int NAME##F2(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, \
+                          void* stream, void* extra) {                                               \
+    return IMPL<2>(nparam, params, shapes, dtypes);                                                  \
+  }                                                                                                  \
+  extern "C" int NAME##F4(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, \
+                          void* stream, void* extra) {                                               \
+    return IMPL<4>(nparam, params, shapes, dtypes);                                                  \
+  }
+
+MS_ZOO_WINOGRAD_ENTRY(WinogradFilter, filter_transform)
+MS_ZOO_WINOGRAD_ENTRY(WinogradFilterAdjoint, filter_adjoint)
+MS_ZOO_WINOGRAD_ENTRY(WinogradInput, input_transform)
+MS_ZOO_WINOGRAD_ENTRY(WinogradInputAdjoint, input_adjoint)
+MS_ZOO_WINOGRAD_ENTRY(WinogradOutput, output_transform)
+MS_ZOO_WINOGRAD_ENTRY(WinogradOutputAdjoint, output_adjoint)
