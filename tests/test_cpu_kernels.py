@@ -126,11 +126,10 @@ def _assert_close_to_reference(got, want, tolerance=1e-4):
 
 @pytest.fixture
 def winograd_calls(monkeypatch):
-    """Winograd on every size (no small-batch fallback); counts the calls of its path, which
-    needs PyNative mode (a compiled graph runs no Python)."""
+    """Counts the calls of the Winograd path, which needs PyNative mode (a compiled graph runs
+    no Python)."""
     mode = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    monkeypatch.setattr(winograd, "MIN_TILES", 1)
     calls = []
     original = WinogradConv2d.winograd
 
@@ -153,6 +152,7 @@ def winograd_calls(monkeypatch):
 def test_winograd_matches_conv2d(tile, batch, in_channels, out_channels, height, width, pad_mode, bias,
                                  winograd_calls, monkeypatch):
     monkeypatch.setattr(winograd, "TILE", tile)
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)  # Winograd on every size, however small
     conv = WinogradConv2d(in_channels, out_channels, 3, pad_mode=pad_mode, padding=1 if pad_mode == "pad" else 0,
                           has_bias=bias, weight_init="normal", bias_init="normal" if bias else None)
     assert conv.use_cpu_kernel and conv.tile == tile
@@ -171,8 +171,7 @@ def test_winograd_in_graph_mode_matches_conv2d(graph_mode):
     _assert_close_to_reference(got, want)
 
 
-def test_winograd_falls_back_where_the_direct_convolution_is_right(winograd_calls, monkeypatch):
-    monkeypatch.setattr(winograd, "MIN_TILES", 128)
+def test_winograd_falls_back_where_the_direct_convolution_is_right(winograd_calls):
     geometry = {"strided": WinogradConv2d(16, 8, 3, stride=2), "5x5": WinogradConv2d(16, 8, 5),
                 "valid": WinogradConv2d(16, 8, 3, pad_mode="valid"), "grouped": WinogradConv2d(16, 16, 3, group=2),
                 "thin input": WinogradConv2d(winograd.MIN_IN_CHANNELS - 1, 8, 3)}

@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "parallel.h"
+#include "common.h"
 
 namespace {
 

@@ -6,16 +6,13 @@
 // These loops run each (image, channel) plane on its own and let the compiler vectorise
 // along the width, which is memory-bound and several times faster.
 //
-// Every entry point follows the aot calling convention:
-//   int f(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-//         void* stream, void* extra)
-// with the inputs first and the one output last. The stride is part of the function name
+// Entry points follow the aot convention (MS_ZOO_AOT_ENTRY in common.h). The stride is part of the function name
 // (MobileNetV2 uses 1 and 2); the kernel size comes from the weight's shape.
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
 
-#include "parallel.h"
+#include "common.h"
 
 namespace {
 
@@ -163,15 +160,9 @@ int backward_weight(int nparam, void** params, int* ndims, int64_t** shapes, con
 
 }  // namespace
 
-#define ENTRY(name, impl, S)                                                                    \
-  extern "C" int name(int nparam, void** params, int* ndims, int64_t** shapes,                 \
-                      const char** dtypes, void*, void*) {                                      \
-    return impl<S>(nparam, params, ndims, shapes, dtypes);                                     \
-  }
-
-ENTRY(DepthwiseForwardS1, forward, 1)
-ENTRY(DepthwiseForwardS2, forward, 2)
-ENTRY(DepthwiseBackwardInputS1, backward_input, 1)
-ENTRY(DepthwiseBackwardInputS2, backward_input, 2)
-ENTRY(DepthwiseBackwardWeightS1, backward_weight, 1)
-ENTRY(DepthwiseBackwardWeightS2, backward_weight, 2)
+MS_ZOO_AOT_ENTRY(DepthwiseForwardS1, forward<1>)
+MS_ZOO_AOT_ENTRY(DepthwiseForwardS2, forward<2>)
+MS_ZOO_AOT_ENTRY(DepthwiseBackwardInputS1, backward_input<1>)
+MS_ZOO_AOT_ENTRY(DepthwiseBackwardInputS2, backward_input<2>)
+MS_ZOO_AOT_ENTRY(DepthwiseBackwardWeightS1, backward_weight<1>)
+MS_ZOO_AOT_ENTRY(DepthwiseBackwardWeightS2, backward_weight<2>)

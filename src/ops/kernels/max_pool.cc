@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "parallel.h"
+#include "common.h"
 
 namespace {
 

@@ -27,7 +27,7 @@
 #include <cstring>
 #include <vector>
 
-#include "parallel.h"
+#include "common.h"
 
 namespace {
 
@@ -91,17 +91,18 @@ float* scratch(int64_t size) {
   return buffer.data();
 }
 
-// Calls plane_fn(image, channel, tiles, stride) for every (image, channel) plane, where
-// tiles[position * stride + t] is the plane's tile t at that position of the tile array
-// `array` (positions, C, T).
+// Calls plane_fn(plane, tiles, stride) for every (image, channel) plane, where `plane` is the
+// plane's offset in NCHW data and tiles[position * stride + t] is its tile t at that position
+// of the tile array `array` ((m+2)^2 positions, C, T).
 //
 // The planes of one channel and a group of images work on a small staging copy of their
 // part of `array`: filled from it first when the transform reads `array` (Reads), copied into
 // it afterwards when it writes `array`. Why: the positions of `array` lie C * T floats apart,
 // often a multiple of 4 KiB, so writing a plane's tiles straight to all (m+2)^2 positions
 // lands every store in the same cache set (the transforms ran ~2x slower that way).
-template <bool Reads, class F>
-void for_each_plane(const Tiles& g, float* array, int positions, F plane_fn) {
+template <int M, bool Reads, class F>
+void for_each_plane(const Tiles& g, float* array, F plane_fn) {
+  constexpr int positions = Matrices<M>::a * Matrices<M>::a;
   constexpr int64_t kStageTiles = 256;  // a 36 x 256 float stage fits in L1/L2
   const int64_t per_image = g.th * g.tw, T = g.count();
   const int64_t group = std::max<int64_t>(1, std::min<int64_t>(g.n, kStageTiles / per_image));
@@ -114,27 +115,38 @@ void for_each_plane(const Tiles& g, float* array, int positions, F plane_fn) {
     if (Reads)
       for (int pos = 0; pos < positions; ++pos)
         std::memcpy(stage + pos * count, part + pos * g.c * T, sizeof(float) * count);
-    for (int64_t i = 0; i < images; ++i) plane_fn(first + i, channel, stage + i * per_image, count);
+    for (int64_t i = 0; i < images; ++i)
+      plane_fn(((first + i) * g.c + channel) * g.h * g.w, stage + i * per_image, count);
     if (!Reads)
       for (int pos = 0; pos < positions; ++pos)
         std::memcpy(part + pos * g.c * T, stage + pos * count, sizeof(float) * count);
   });
 }
 
+// The input plane zero-padded by one pixel on every side, with the columns of each padded row
+// stored phased (see the top of the file): padded column j at [j % M][j / M], each phase
+// `len` floats (whole vectors of tiles plus the one column the last tile reaches into).
+template <int M>
+struct PhasedPlane {
+  int64_t len, row, size;
+  explicit PhasedPlane(const Tiles& g) : len(g.lanes() + 1), row(M * len), size((g.th * M + 2) * row) {}
+  // Where input pixel (y, x) of the unpadded plane lives.
+  int64_t pixel(int64_t y, int64_t x) const { return (y + 1) * row + ((x + 1) % M) * len + (x + 1) / M; }
+  // Offset, within a phased row, of column k of tile t.
+  int64_t column(int k, int64_t t) const { return (k % M) * len + k / M + t; }
+};
+
 template <int M>
 void input_plane(const Tiles& g, const float* x, float* base, int64_t position_stride) {
   using Mat = Matrices<M>;
   constexpr int a = Mat::a;
-  const int64_t len = g.lanes() + 1, row = M * len;  // phased row: M phases of len columns
-  const int64_t phased_size = (g.th * M + 2) * row;
-  float* phased = scratch<0>(phased_size + a * row);
-  float* rows = phased + phased_size;
-  std::fill_n(phased, phased_size, 0.f);
+  const PhasedPlane<M> plane(g);
+  const int64_t row = plane.row;
+  float* phased = scratch<0>(plane.size + a * row);
+  float* rows = phased + plane.size;
+  std::fill_n(phased, plane.size, 0.f);
   for (int64_t y = 0; y < g.h; ++y)
-    for (int64_t col = 0; col < g.w; ++col) {
-      const int64_t j = col + 1;  // padded column
-      phased[(y + 1) * row + (j % M) * len + j / M] = x[y * g.w + col];
-    }
+    for (int64_t col = 0; col < g.w; ++col) phased[plane.pixel(y, col)] = x[y * g.w + col];
   for (int64_t ti = 0; ti < g.th; ++ti) {
     // rows = B^T d over the tile row's a padded input rows.
 #pragma GCC unroll 8
@@ -152,7 +164,7 @@ void input_plane(const Tiles& g, const float* x, float* base, int64_t position_s
         for (int q = 0; q < a; ++q) {
           float out[kLanes] = {};
 #pragma GCC unroll 8
-          for (int k = 0; k < a; ++k) axpy_lanes(out, Mat::BT[q][k], rows + p * row + (k % M) * len + k / M + t0);
+          for (int k = 0; k < a; ++k) axpy_lanes(out, Mat::BT[q][k], rows + p * row + plane.column(k, t0));
           std::memcpy(base + (p * a + q) * position_stride + ti * g.tw + t0, out, sizeof(float) * valid);
         }
     }
@@ -163,11 +175,11 @@ template <int M>
 void input_adjoint_plane(const Tiles& g, const float* base, int64_t position_stride, float* dx) {
   using Mat = Matrices<M>;
   constexpr int a = Mat::a;
-  const int64_t len = g.lanes() + 1, row = M * len;
-  const int64_t phased_size = (g.th * M + 2) * row;
-  float* phased = scratch<0>(phased_size + a * row);
-  float* rows = phased + phased_size;
-  std::fill_n(phased, phased_size, 0.f);
+  const PhasedPlane<M> plane(g);
+  const int64_t row = plane.row;
+  float* phased = scratch<0>(plane.size + a * row);
+  float* rows = phased + plane.size;
+  std::fill_n(phased, plane.size, 0.f);
   for (int64_t ti = 0; ti < g.th; ++ti) {
     std::fill_n(rows, a * row, 0.f);
     // rows[p][column k of each tile] += dV[p][q] * BT[q][k]; neighbouring tiles share two columns.
@@ -180,7 +192,7 @@ void input_adjoint_plane(const Tiles& g, const float* base, int64_t position_str
           float block[kLanes] = {};
           std::memcpy(block, base + (p * a + q) * position_stride + ti * g.tw + t0, sizeof(float) * valid);
 #pragma GCC unroll 8
-          for (int k = 0; k < a; ++k) axpy_lanes(rows + p * row + (k % M) * len + k / M + t0, Mat::BT[q][k], block);
+          for (int k = 0; k < a; ++k) axpy_lanes(rows + p * row + plane.column(k, t0), Mat::BT[q][k], block);
         }
     }
     // padded input rows += B rows.
@@ -190,10 +202,7 @@ void input_adjoint_plane(const Tiles& g, const float* base, int64_t position_str
       for (int p = 0; p < a; ++p) axpy(phased + (ti * M + r) * row, Mat::BT[p][r], rows + p * row, row);
   }
   for (int64_t y = 0; y < g.h; ++y)
-    for (int64_t col = 0; col < g.w; ++col) {
-      const int64_t j = col + 1;
-      dx[y * g.w + col] = phased[(y + 1) * row + (j % M) * len + j / M];
-    }
+    for (int64_t col = 0; col < g.w; ++col) dx[y * g.w + col] = phased[plane.pixel(y, col)];
 }
 
 template <int M>
@@ -322,57 +331,57 @@ Tiles input_tiles(const int64_t* s) {
 }
 
 template <int M>
-int input_transform(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+int input_transform(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
   if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
   const Tiles g = input_tiles<M>(shapes[0]);
   const float* x = static_cast<const float*>(params[0]);
   float* v = static_cast<float*>(params[1]);
-  for_each_plane<false>(g, v, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
-    input_plane<M>(g, x + (n * g.c + c) * g.h * g.w, tiles, stride);
+  for_each_plane<M, false>(g, v, [&](int64_t plane, float* tiles, int64_t stride) {
+    input_plane<M>(g, x + plane, tiles, stride);
   });
   return 0;
 }
 
 template <int M>
-int input_adjoint(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+int input_adjoint(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
   if (nparam != 3 || !ms_zoo::all_float32(dtypes, 0, 3)) return 1;
   const Tiles g = input_tiles<M>(shapes[1]);  // the forward input, for its shape
   float* dv = static_cast<float*>(params[0]);
   float* dx = static_cast<float*>(params[2]);
-  for_each_plane<true>(g, dv, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
-    input_adjoint_plane<M>(g, tiles, stride, dx + (n * g.c + c) * g.h * g.w);
+  for_each_plane<M, true>(g, dv, [&](int64_t plane, float* tiles, int64_t stride) {
+    input_adjoint_plane<M>(g, tiles, stride, dx + plane);
   });
   return 0;
 }
 
 template <int M>
-int output_transform(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+int output_transform(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
   if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
   const int64_t* s = shapes[0];  // (a*a, K, N, TH, TW)
   const Tiles g{s[2], s[1], s[3] * M, s[4] * M, s[3], s[4]};
   float* m = static_cast<float*>(params[0]);
   float* y = static_cast<float*>(params[1]);
-  for_each_plane<true>(g, m, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
-    output_plane<M>(g, tiles, stride, y + (n * g.c + c) * g.h * g.w);
+  for_each_plane<M, true>(g, m, [&](int64_t plane, float* tiles, int64_t stride) {
+    output_plane<M>(g, tiles, stride, y + plane);
   });
   return 0;
 }
 
 template <int M>
-int output_adjoint(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+int output_adjoint(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
   if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
   const int64_t* s = shapes[0];  // dy (N, K, TH*M, TW*M)
   const Tiles g{s[0], s[1], s[2], s[3], s[2] / M, s[3] / M};
   const float* dy = static_cast<const float*>(params[0]);
   float* dm = static_cast<float*>(params[1]);
-  for_each_plane<false>(g, dm, Matrices<M>::a * Matrices<M>::a, [&](int64_t n, int64_t c, float* tiles, int64_t stride) {
-    output_adjoint_plane<M>(g, dy + (n * g.c + c) * g.h * g.w, tiles, stride);
+  for_each_plane<M, false>(g, dm, [&](int64_t plane, float* tiles, int64_t stride) {
+    output_adjoint_plane<M>(g, dy + plane, tiles, stride);
   });
   return 0;
 }
 
 template <int M>
-int filter_transform(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+int filter_transform(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
   if (nparam != 2 || !ms_zoo::all_float32(dtypes, 0, 2)) return 1;
   const int64_t K = shapes[0][0], C = shapes[0][1];
   const float* w = static_cast<const float*>(params[0]);
@@ -382,7 +391,7 @@ int filter_transform(int nparam, void** params, int64_t** shapes, const char** d
 }
 
 template <int M>
-int filter_adjoint(int nparam, void** params, int64_t** shapes, const char** dtypes) {
+int filter_adjoint(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
   if (nparam != 3 || !ms_zoo::all_float32(dtypes, 0, 3)) return 1;
   const int64_t K = shapes[1][0], C = shapes[1][1];  // the weight, for its shape
   const float* du = static_cast<const float*>(params[0]);
@@ -393,19 +402,15 @@ int filter_adjoint(int nparam, void** params, int64_t** shapes, const char** dty
 
 }  // namespace
 
-#define MS_ZOO_WINOGRAD_ENTRY(NAME, IMPL)                                                          \
-  extern "C" int NAME##F2(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, \
-                          void* stream, void* extra) {                                               \
-    return IMPL<2>(nparam, params, shapes, dtypes);                                                  \
-  }                                                                                                  \
-  extern "C" int NAME##F4(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, \
-                          void* stream, void* extra) {                                               \
-    return IMPL<4>(nparam, params, shapes, dtypes);                                                  \
-  }
-
-MS_ZOO_WINOGRAD_ENTRY(WinogradFilter, filter_transform)
-MS_ZOO_WINOGRAD_ENTRY(WinogradFilterAdjoint, filter_adjoint)
-MS_ZOO_WINOGRAD_ENTRY(WinogradInput, input_transform)
-MS_ZOO_WINOGRAD_ENTRY(WinogradInputAdjoint, input_adjoint)
-MS_ZOO_WINOGRAD_ENTRY(WinogradOutput, output_transform)
-MS_ZOO_WINOGRAD_ENTRY(WinogradOutputAdjoint, output_adjoint)
+MS_ZOO_AOT_ENTRY(WinogradFilterF2, filter_transform<2>)
+MS_ZOO_AOT_ENTRY(WinogradFilterF4, filter_transform<4>)
+MS_ZOO_AOT_ENTRY(WinogradFilterAdjointF2, filter_adjoint<2>)
+MS_ZOO_AOT_ENTRY(WinogradFilterAdjointF4, filter_adjoint<4>)
+MS_ZOO_AOT_ENTRY(WinogradInputF2, input_transform<2>)
+MS_ZOO_AOT_ENTRY(WinogradInputF4, input_transform<4>)
+MS_ZOO_AOT_ENTRY(WinogradInputAdjointF2, input_adjoint<2>)
+MS_ZOO_AOT_ENTRY(WinogradInputAdjointF4, input_adjoint<4>)
+MS_ZOO_AOT_ENTRY(WinogradOutputF2, output_transform<2>)
+MS_ZOO_AOT_ENTRY(WinogradOutputF4, output_transform<4>)
+MS_ZOO_AOT_ENTRY(WinogradOutputAdjointF2, output_adjoint<2>)
+MS_ZOO_AOT_ENTRY(WinogradOutputAdjointF4, output_adjoint<4>)

@@ -1,6 +1,7 @@
-// A minimal parallel-for shared by the CPU kernels.
+// What the CPU kernels share: the aot entry-point convention, a dtype check and a minimal
+// parallel-for.
 //
-// Why not OpenMP: after a parallel region its worker threads keep spinning, and on a small
+// Why not OpenMP for the parallel-for: after a parallel region its worker threads keep spinning, and on a small
 // machine they take a core from the MindSpore operators that run next (the kernels made
 // SSD inference at batch 1 slower, not faster). Threads here are started per call and
 // joined, which costs tens of microseconds, so small calls stay on the calling thread.
@@ -13,6 +14,16 @@
 #include <cstring>
 #include <thread>
 #include <vector>
+
+// Defines the aot entry point NAME, which MindSpore calls as
+//   int NAME(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+//            void* stream, void* extra)
+// with the inputs first and the outputs last, as IMPL(nparam, params, ndims, shapes, dtypes).
+#define MS_ZOO_AOT_ENTRY(NAME, IMPL)                                                               \
+  extern "C" int NAME(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, \
+                      void*, void*) {                                                               \
+    return IMPL(nparam, params, ndims, shapes, dtypes);                                            \
+  }
 
 namespace ms_zoo {
 
