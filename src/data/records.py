@@ -16,17 +16,16 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
-import logging
 import os
 import struct
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from src.data.message_log import MessageLog
 from src.data.transforms import decode_image
 
-logger = logging.getLogger("src.data")
 
 BACKGROUND_NAMES = {"_background_", "background", "__background__"}
 
@@ -35,11 +34,6 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
-
-# Bounded so that a data set with thousands of bad entries cannot grow memory or a .done
-# marker without limit; the counters stay exact.
-MAX_MESSAGES = 50
-
 
 @dataclass
 class DetRecord:
@@ -61,8 +55,8 @@ class DetRecord:
 
 
 @dataclass
-class ReadStats:
-    """Counters filled by the readers and the converter, plus a few named messages."""
+class ReadStats(MessageLog):
+    """Counters filled by the readers and the converter, plus the messages naming bad entries."""
 
     images: int = 0
     skipped_images: int = 0
@@ -70,23 +64,6 @@ class ReadStats:
     boxes_dropped: int = 0
     images_without_annotations: int = 0
     images_written: int = 0
-    messages: list[str] = field(default_factory=list)
-    suppressed_messages: int = 0
-
-    def note(self, msg: str) -> None:
-        """Record a message naming a file or record and log it to ``src.data``.
-
-        Only the first :data:`MAX_MESSAGES` are kept and logged as warnings; later ones go to
-        the debug log so a badly broken data set does not flood the console.
-        """
-        if len(self.messages) < MAX_MESSAGES:
-            self.messages.append(msg)
-            logger.warning(msg)
-            if len(self.messages) == MAX_MESSAGES:
-                logger.warning("further data messages are counted but not shown")
-        else:
-            self.suppressed_messages += 1
-            logger.debug(msg)
 
     def summary(self) -> str:
         """One-line summary of the counters."""
@@ -94,7 +71,7 @@ class ReadStats:
                 f"skipped_images={self.skipped_images} boxes_clipped={self.boxes_clipped} "
                 f"boxes_dropped={self.boxes_dropped} "
                 f"images_without_annotations={self.images_without_annotations} "
-                f"messages={len(self.messages) + self.suppressed_messages}")
+                f"messages={self.message_count}")
         return text
 
 

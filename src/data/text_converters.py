@@ -19,7 +19,7 @@ ic13      ICDAR 2013 word recognition ``gt.txt`` lines ``word_1.png, "Tiredness"
 
 Bad entries never stop a conversion: a missing or undecodable image, an empty label, a
 malformed line and a degenerate box are skipped, counted and named in a warning on the
-``src.data`` logger (the first :data:`MAX_MESSAGES`; later ones are only counted).
+``src.data`` logger (the first few; later ones are only counted, see message_log.py).
 
 The other direction, :func:`export_lmdb_images`, writes an LMDB's images out as files named
 like CRNN's evaluation samples, for programs that read image folders (the Ascend 310 one).
@@ -29,13 +29,14 @@ from __future__ import annotations
 import logging
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 from xml.parsers import expat
 
 import cv2
 import numpy as np
 
+from src.data.message_log import MessageLog
 from src.data.text_lmdb import TextLMDB, write_text_lmdb
 
 logger = logging.getLogger("src.data")
@@ -46,14 +47,12 @@ SPLITS: dict[str, tuple[str, ...] | None] = {
     "list": None, "mjsynth": ("train", "val", "test"), "iiit5k": ("test", "train"),
     "svt": ("test", "train"), "ic03": None, "ic13": None,
 }
-MAX_MESSAGES = 50
-
 Samples = Iterator[tuple[bytes, str]]
 
 
 @dataclass
-class ConvertStats:
-    """Counters of one conversion, plus the first few messages naming the bad entries."""
+class ConvertStats(MessageLog):
+    """Counters of one conversion, plus the messages naming the bad entries."""
 
     source: str = ""
     entries: int = 0              # annotation entries (words) found; the progress-bar total
@@ -66,22 +65,6 @@ class ConvertStats:
     clipped_boxes: int = 0        # svt boxes cut to the image (still written)
     lexicon_mismatches: int = 0   # mjsynth: lexicon word differs from the file-name word
     skipped: int = 0              # samples not written, whatever the reason
-    messages: list[str] = field(default_factory=list)
-    suppressed_messages: int = 0
-
-    def note(self, msg: str) -> None:
-        """Keep and log `msg` as a warning; past :data:`MAX_MESSAGES`, only debug-log it.
-
-        A data set with a million bad entries must neither flood the console nor grow memory.
-        """
-        if len(self.messages) < MAX_MESSAGES:
-            self.messages.append(msg)
-            logger.warning(msg)
-            if len(self.messages) == MAX_MESSAGES:
-                logger.warning("further conversion messages are counted but not shown")
-        else:
-            self.suppressed_messages += 1
-            logger.debug(msg)
 
     def skip(self, counter: str, msg: str | None = None, samples: int = 1) -> None:
         """Count `samples` skipped samples under `counter` (a field name), noting `msg`."""

@@ -8,8 +8,6 @@ bad record. Every skip is logged with the LMDB folder and key.
 """
 from __future__ import annotations
 
-import logging
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -19,29 +17,23 @@ import numpy as np
 
 from src.data import transforms as T
 from src.data.alphabet import Alphabet
+from src.data.message_log import MessageLog
 from src.data.text_lmdb import TextLMDB
 
-logger = logging.getLogger("src.data")
-MAX_MESSAGES = 20
 # Ground truth travels through the eval pipeline as fixed-size UTF-8 bytes (zero-padded).
 LABEL_BYTES = 256
 
 
 @dataclass
-class SkipLog:
-    """Counts of skipped samples by reason; the first messages are logged as warnings."""
+class SkipLog(MessageLog):
+    """Counts of skipped samples by reason, plus the messages naming the records."""
 
     counts: Counter = field(default_factory=Counter)
-    messages: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def skip(self, reason: str, where: str) -> None:
-        with self.lock:
+        with self._lock:
             self.counts[reason] += 1
-            if len(self.messages) < MAX_MESSAGES:
-                msg = f"skipped {where}: {reason}"
-                self.messages.append(msg)
-                logger.warning(msg)
+        self.note(f"skipped {where}: {reason}")
 
     def summary(self) -> str:
         return ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items())) or "none"
