@@ -202,22 +202,36 @@ def test_batchnorm_folding_keeps_the_operators_of_the_conv(built_for_export):
     np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape,offset", [((4, 6, 9, 7), 0.0), ((3, 5, 1, 1), 0.0), ((2, 4, 6, 6), 1000.0)])
-def test_batchnorm_training_matches_mindspore(shape, offset, graph_mode):
-    """Output, gradients and moving statistics after two steps, in graph mode as in training;
-    the large offset checks the variance does not cancel catastrophically."""
+_ACTIVATIONS = {None: nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6}
+
+
+@pytest.mark.parametrize("shape,offset,activation", [((4, 6, 9, 7), 0.0, None), ((3, 5, 1, 1), 0.0, None),
+                                                     ((2, 4, 6, 6), 1000.0, None), ((4, 6, 9, 7), 0.0, "relu6"),
+                                                     ((3, 5, 4, 3), 0.0, "relu")])
+def test_batchnorm_training_matches_mindspore(shape, offset, activation, graph_mode):
+    """Output, gradients and moving statistics after two steps, in graph mode as in training,
+    against MindSpore's BatchNorm followed by the activation cell; the large offset checks the
+    variance does not cancel catastrophically."""
     inputs = [(np.random.default_rng(k).standard_normal(shape) * 2 + offset).astype(np.float32) for k in (7, 8)]
-    ours = BatchNorm2d(shape[1], eps=1e-3, momentum=0.97, gamma_init="normal", beta_init="normal")
-    ref = nn.BatchNorm2d(shape[1], eps=1e-3, momentum=0.97)
-    ref.gamma.set_data(ours.gamma.data.copy())
-    ref.beta.set_data(ours.beta.data.copy())
+    ours = BatchNorm2d(shape[1], eps=1e-3, momentum=0.97, activation=activation)
+    bn = nn.BatchNorm2d(shape[1], eps=1e-3, momentum=0.97)
+    ref = nn.SequentialCell([bn, _ACTIVATIONS[activation]()])
+    # Scales and shifts large enough that ReLU6 clips at both ends.
+    rng = np.random.default_rng(6)
+    gamma, beta = rng.uniform(0.5, 5, shape[1]).astype(np.float32), rng.uniform(-1, 4, shape[1]).astype(np.float32)
+    for net in (ours, bn):
+        net.gamma.set_data(ms.Tensor(gamma))
+        net.beta.set_data(ms.Tensor(beta))
     assert ours.use_cpu_kernel
     results = []
-    for net in (ours, ref):
+    for net, stats in ((ours, ours), (ref, bn)):
         net.set_train(True)
         steps = [_run(net, x) for x in inputs]
-        results.append((steps, net.moving_mean.asnumpy(), net.moving_variance.asnumpy()))
+        results.append((steps, stats.moving_mean.asnumpy(), stats.moving_variance.asnumpy()))
     (got_steps, got_mean, got_var), (want_steps, want_mean, want_var) = results
+    if activation == "relu6":
+        y = got_steps[0][0]
+        assert (y == 0).any() and (y == 6).any(), "the test data should reach both ends of ReLU6"
     tol = 1e-4 if offset == 0 else 1e-2  # float32 inputs near 1000 carry ~1e-4 absolute error already
     for got, want in zip(got_steps, want_steps):
         np.testing.assert_allclose(got[0], want[0], rtol=tol, atol=tol)
@@ -226,6 +240,20 @@ def test_batchnorm_training_matches_mindspore(shape, offset, graph_mode):
             np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
     np.testing.assert_allclose(got_mean, want_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_var, want_var, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_activation_survives_folding():
+    cell = nn.SequentialCell([nn.Conv2d(3, 4, 3, weight_init="normal"),
+                              BatchNorm2d(4, gamma_init=ms.Tensor(np.full(4, 50.0, np.float32)), activation="relu6")])
+    cell.set_train(False)
+    x = ms.Tensor(np.random.default_rng(5).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    before = cell(x).asnumpy()
+    assert before.min() == 0 and before.max() == 6
+    assert fold_batchnorm(cell) == 1
+    assert isinstance(cell[1], nn.ReLU6)
+    np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="activation"):
+        BatchNorm2d(4, activation="gelu")
 
 
 def test_batchnorm_inference_and_export_use_the_moving_statistics():

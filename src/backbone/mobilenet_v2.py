@@ -21,8 +21,7 @@ class ConvBNReLU6(nn.Cell):
         self.features = nn.SequentialCell([
             conv(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
                       padding=(kernel_size - 1) // 2, group=groups, has_bias=False),
-            BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
-            nn.ReLU6(),
+            BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS, activation="relu6"),
         ])
 
     def construct(self, x):

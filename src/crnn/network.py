@@ -12,13 +12,12 @@ from src.ops.winograd import WinogradConv2d
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, pad_mode: str = "same") -> nn.SequentialCell:
-    """Conv (no bias: the BN shift replaces it) + BatchNorm + ReLU; a SequentialCell so that
+    """Conv (no bias: the BN shift replaces it) + BatchNorm with ReLU; a SequentialCell so that
     inference can fold the BN into the conv (src/engine/inference.fold_batchnorm)."""
     return nn.SequentialCell(OrderedDict([
         ("conv", WinogradConv2d(in_channels, out_channels, kernel_size, pad_mode=pad_mode, has_bias=False,
                                 weight_init="he_normal")),
-        ("bn", BatchNorm2d(out_channels, eps=1e-4, momentum=0.9)),
-        ("relu", nn.ReLU()),
+        ("bn", BatchNorm2d(out_channels, eps=1e-4, momentum=0.9, activation="relu")),
     ]))
 
 

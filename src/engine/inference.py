@@ -42,7 +42,8 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def fold_batchnorm(net: nn.Cell) -> int:
-    """Fold every BatchNorm2d that directly follows a Conv2d in a SequentialCell into the conv.
+    """Fold every BatchNorm2d that directly follows a Conv2d in a SequentialCell into the conv
+    (its fused activation, if any, stays as a cell of its own).
 
     Exact in inference mode and removes a pass over every feature map; only for networks that
     will not be trained again. Returns the number of folded pairs.
@@ -53,8 +54,10 @@ def fold_batchnorm(net: nn.Cell) -> int:
             continue
         for i in range(len(cell) - 1):
             if isinstance(cell[i], nn.Conv2d) and isinstance(cell[i + 1], nn.BatchNorm2d):
-                cell[i] = _folded_conv(cell[i], cell[i + 1])
-                cell[i + 1] = nn.Identity()
+                bn = cell[i + 1]
+                cell[i] = _folded_conv(cell[i], bn)
+                # A BatchNorm with a fused activation leaves the activation behind.
+                cell[i + 1] = bn.activation_cell() if hasattr(bn, "activation_cell") else nn.Identity()
                 folded += 1
     return folded
 

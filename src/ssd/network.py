@@ -18,8 +18,8 @@ def _head_branch(in_channels: int, out_channels: int, bias_init: float = 0.0) ->
                      bias_init=ms.common.initializer.Constant(bias_init))
     return nn.SequentialCell([
         DepthwiseConv2d(in_channels, in_channels, 3, pad_mode="pad", padding=1, group=in_channels, has_bias=False),
-        BatchNorm2d(in_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
-        nn.ReLU6(),
+        BatchNorm2d(in_channels, momentum=BN_MOMENTUM, eps=BN_EPS, activation="relu6"),
+        nn.Identity(),  # where the ReLU6 was before it was fused: keeps pred's parameter names
         pred,
     ])
 
