@@ -15,6 +15,7 @@ from src.ops import aot
 from src.ops.aot import standard_operators
 from src.ops.batch_norm import BatchNorm2d
 from src.ops.depthwise import DepthwiseConv2d
+from src.ops.lstm import LSTM
 from src.ops.max_pool import MaxPool2d
 from src.ops import winograd
 from src.ops.winograd import WinogradConv2d
@@ -271,6 +272,63 @@ def test_batchnorm_inference_and_export_use_the_moving_statistics():
     want = ref(x).asnumpy()
     np.testing.assert_allclose(ours(x).asnumpy(), want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(exported(x).asnumpy(), want, rtol=1e-6, atol=1e-6)
+
+
+class _LSTMLoss(nn.Cell):
+    """A loss touching the outputs and both final states, so every gradient path is checked."""
+
+    def __init__(self, lstm: nn.Cell):
+        super().__init__()
+        self.lstm = lstm
+
+    def construct(self, x):
+        y, (h_n, c_n) = self.lstm(x)
+        return (y * y).sum() + 1.5 * c_n.sum() + 0.3 * h_n.sum()
+
+
+def _lstm_results(lstm: nn.Cell, x: ms.Tensor):
+    y, (h_n, c_n) = lstm(x)
+    grads = ms.grad(_LSTMLoss(lstm), grad_position=0, weights=lstm.trainable_params())(x)
+    return [y.asnumpy(), h_n.asnumpy(), c_n.asnumpy(), grads[0].asnumpy(), *[g.asnumpy() for g in grads[1]]]
+
+
+@pytest.mark.parametrize("steps,batch,in_size,hidden,bidirectional", [
+    (7, 5, 12, 8, True),      # one vector of 8 hidden units; 4 + 1 batch rows
+    (6, 6, 10, 12, True),     # a scalar tail after the vector; the backward product without panels
+    (5, 9, 16, 16, False),    # one direction; register-blocked products both ways
+    (3, 1, 4, 20, True),      # one batch row: matrix-vector products
+    (24, 8, 32, 32, True),    # CRNN's sequence length
+])
+def test_lstm_matches_mindspore(steps, batch, in_size, hidden, bidirectional, graph_mode):
+    ours = LSTM(in_size, hidden, bidirectional=bidirectional)
+    ref = nn.LSTM(in_size, hidden, bidirectional=bidirectional)
+    assert ours.use_cpu_kernel
+    assert [p.name for p in ours.get_parameters()] == [p.name for p in ref.get_parameters()]
+    for p, q in zip(ours.get_parameters(), ref.get_parameters()):
+        q.set_data(p.data.copy())
+    # Inputs large enough to saturate some gates.
+    x = ms.Tensor(np.random.default_rng(3).standard_normal((steps, batch, in_size)).astype(np.float32) * 3)
+    got, want = _lstm_results(ours, x), _lstm_results(ref, x)
+    # The kernel's own exp rounds differently from oneDNN's: proof that it ran in the graph.
+    assert not np.array_equal(got[0], want[0]), "the LSTM kernel was not compiled into the graph"
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(w).max()))
+
+
+def test_lstm_falls_back_where_the_kernel_does_not_apply():
+    with standard_operators():
+        assert not LSTM(4, 8).use_cpu_kernel
+    assert not LSTM(4, 8, num_layers=2).use_cpu_kernel
+    assert not LSTM(4, 8, batch_first=True).use_cpu_kernel
+    ours, ref = LSTM(4, 8, bidirectional=True), nn.LSTM(4, 8, bidirectional=True)
+    for p, q in zip(ours.get_parameters(), ref.get_parameters()):
+        q.set_data(p.data.copy())
+    rng = np.random.default_rng(4)
+    x = ms.Tensor(rng.standard_normal((5, 3, 4)).astype(np.float32))
+    states = (ms.Tensor(rng.standard_normal((2, 3, 8)).astype(np.float32)),
+              ms.Tensor(rng.standard_normal((2, 3, 8)).astype(np.float32)))
+    # Given initial states take MindSpore's path, with the same results.
+    np.testing.assert_allclose(ours(x, states)[0].asnumpy(), ref(x, states)[0].asnumpy(), rtol=1e-6, atol=1e-6)
 
 
 class _Sum(nn.Cell):

@@ -7,6 +7,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from src.ops.batch_norm import BatchNorm2d
+from src.ops.lstm import LSTM
 from src.ops.max_pool import MaxPool2d
 from src.ops.winograd import WinogradConv2d
 
@@ -53,7 +54,7 @@ class BidirectionalLSTM(nn.Cell):
 
     def __init__(self, in_size: int, hidden: int, out_size: int):
         super().__init__()
-        self.rnn = nn.LSTM(in_size, hidden, num_layers=1, bidirectional=True)
+        self.rnn = LSTM(in_size, hidden, num_layers=1, bidirectional=True)
         self.embedding = nn.Dense(2 * hidden, out_size)
 
     def construct(self, x):
