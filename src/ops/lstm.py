@@ -21,31 +21,45 @@ from . import aot
 _LIBRARY = "lstm"
 
 
-def _custom_ops(library: str) -> ops.Custom:
-    """Forward Custom op (gates_in (T,B,D*4H), W_hh (D,4H,H)) -> (h, c, activated gates), with
-    its bprop."""
-    backward = ops.Custom(f"{library}:LstmBackward", out_shape=lambda dh, dc, c, act, w: act,
-                          out_dtype=lambda dh, dc, c, act, w: dh, func_type="aot")
-    matmul_ta = ops.MatMul(transpose_a=True)
+_MATMUL_TA = ops.MatMul(transpose_a=True)
 
-    def bprop(gates_in, w, out, dout):
-        h, c, act = out
-        d_gates = backward(dout[0], dout[1], c, act, w)
-        t, b, _ = h.shape
-        directions, four_h, hidden = w.shape
-        zeros = ops.zeros((1, b, hidden), h.dtype)
-        grads_w = []
-        for d in range(directions):
-            h_d = h[:, :, d * hidden:(d + 1) * hidden]
-            # The state each step started from: the previous step's in the direction of travel.
-            h_prev = ops.concat((zeros, h_d[:-1]), 0) if d == 0 else ops.concat((h_d[1:], zeros), 0)
-            d_gates_d = d_gates[:, :, d * four_h:(d + 1) * four_h].reshape(t * b, four_h)
-            grads_w.append(matmul_ta(d_gates_d, h_prev.reshape(t * b, hidden)))
-        return d_gates, ops.stack(grads_w)
 
-    return ops.Custom(f"{library}:LstmForward",
-                      out_shape=lambda g, w: ([g[0], g[1], w[0] * w[2]], [g[0], g[1], w[0] * w[2]], g),
-                      out_dtype=lambda g, w: (g, g, g), func_type="aot", bprop=bprop)
+def _weight_gradient(d_gates, h, direction: int):
+    """dW_hh of one direction: its gate gradients (T,B,4H) times the state each step started
+    from, which is the previous step's output in the direction of travel (zero at the start)."""
+    t, b, four_h = d_gates.shape
+    hidden = four_h // 4
+    h_d = h[:, :, direction * hidden:(direction + 1) * hidden]
+    zeros = ops.zeros((1, b, hidden), h.dtype)
+    h_prev = ops.concat((zeros, h_d[:-1]), 0) if direction == 0 else ops.concat((h_d[1:], zeros), 0)
+    return _MATMUL_TA(d_gates.reshape(t * b, four_h), h_prev.reshape(t * b, hidden))
+
+
+def _custom_ops(library: str, directions: int) -> ops.Custom:
+    """Forward Custom op (gates_in (T,B,4H), W_hh (4H,H)) per direction -> (h, c, activated
+    gates), with its bprop."""
+    backward = ops.Custom(f"{library}:LstmBackward",
+                          out_shape=lambda dh, dc, c, act, *w: tuple([dh[0], dh[1], wd[0]] for wd in w),
+                          out_dtype=lambda dh, dc, c, act, *w: (dh,) * len(w), func_type="aot")
+
+    if directions == 1:
+        def bprop(gates_in, w, out, dout):
+            h, c, act = out
+            (d_gates,) = backward(dout[0], dout[1], c, act, w)
+            return d_gates, _weight_gradient(d_gates, h, 0)
+    else:
+        def bprop(gates_in, w, gates_in_reverse, w_reverse, out, dout):
+            h, c, act = out
+            d_gates, d_gates_reverse = backward(dout[0], dout[1], c, act, w, w_reverse)
+            return (d_gates, _weight_gradient(d_gates, h, 0),
+                    d_gates_reverse, _weight_gradient(d_gates_reverse, h, 1))
+
+    def out_shape(gates, w, *reverse):
+        t, b, four_h = gates
+        return [t, b, directions * w[1]], [t, b, directions * w[1]], [t, b, directions * four_h]
+
+    return ops.Custom(f"{library}:LstmForward", out_shape=out_shape,
+                      out_dtype=lambda gates, *rest: (gates, gates, gates), func_type="aot", bprop=bprop)
 
 
 class LSTM(nn.LSTM):
@@ -58,18 +72,20 @@ class LSTM(nn.LSTM):
         self.use_cpu_kernel = library is not None
         self.directions = 2 if bidirectional else 1
         if self.use_cpu_kernel:
-            self.recurrence = _custom_ops(library)
+            self.recurrence = _custom_ops(library, self.directions)
+            self.project = ops.MatMul(transpose_b=True)
 
     def construct(self, x, hx=None, seq_length=None):
         if not self.use_cpu_kernel or hx is not None or seq_length is not None or x.dtype != ms.float32:
             return super().construct(x, hx, seq_length)
         t, b, _ = x.shape
         hidden = self.hidden_size
-        w_ih = ops.concat([self.w_ih_list[d] for d in range(self.directions)], 0)
-        bias = ops.concat([self.b_ih_list[d] + self.b_hh_list[d] for d in range(self.directions)], 0)
-        gates_in = (ops.matmul(x.reshape(t * b, -1), w_ih.T) + bias).reshape(t, b, -1)
-        w_hh = ops.stack([self.w_hh_list[d] for d in range(self.directions)])
-        h, c, _ = self.recurrence(gates_in, w_hh)
+        x2d = x.reshape(t * b, -1)
+        inputs = ()
+        for d in range(self.directions):
+            gates_in = self.project(x2d, self.w_ih_list[d]) + (self.b_ih_list[d] + self.b_hh_list[d])
+            inputs += (gates_in.reshape(t, b, -1), self.w_hh_list[d])
+        h, c, _ = self.recurrence(*inputs)
         # Final states as nn.LSTM returns them: (directions, B, H), the reverse direction's
         # last step being t = 0.
         last = (t - 1, 0)

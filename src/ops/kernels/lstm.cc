@@ -8,9 +8,9 @@
 // Directions and groups of batch rows are independent, so they run on separate threads for
 // the whole sequence, with no synchronisation between steps.
 //
-// Layouts (D directions, gates in PyTorch's order i, f, g, o):
-//   gates_in (T, B, D*4H)  the input projections, biases included
-//   w        (D, 4H, H)    W_hh
+// Layouts (D directions, 1 or 2, each with its own inputs; gates in PyTorch's order i, f, g, o):
+//   gates_in (T, B, 4H)    a direction's input projections, biases included
+//   w        (4H, H)       its W_hh
 //   h        (T, B, D*H)   outputs, the forward direction first (what nn.LSTM returns)
 //   c        (T, B, D*H)   cell states;  act (T, B, D*4H) the activated gates (for backward)
 // The reverse direction runs from t = T-1 down to 0. Initial states are zero.
@@ -225,12 +225,12 @@ struct Weights {
   const float* mt;  // m^T for the one-row case: W_hh itself forward, the transpose backward
 };
 
-// m = W_hh^T (forward) or W_hh (backward) for every direction of w (D, 4H, H).
-std::vector<Weights> prepare(const float* w, const Shape& s, bool forward) {
+// m = W_hh^T (forward) or W_hh (backward) for every direction's W_hh (4H, H).
+std::vector<Weights> prepare(const std::vector<const float*>& w, const Shape& s, bool forward) {
   const int64_t G = 4 * s.h, k = forward ? s.h : G, n = forward ? G : s.h;
   std::vector<Weights> out(s.d);
   ms_zoo::parallel_for(s.d, s.d * G * s.h * (s.b > 1 ? 2 : 1), [&](int64_t d) {
-    const float* w_d = w + d * G * s.h;
+    const float* w_d = w[d];
     Weights& m = out[d];
     if (s.b > 1 && n % kPanel == 0) {
       m.panels.resize(k * n);
@@ -262,19 +262,25 @@ void for_each_sequence(const Shape& s, int64_t work_per_row, F fn) {
   });
 }
 
-Shape shape_of(const int64_t* gates_shape, const int64_t* w_shape) {
-  return {gates_shape[0], gates_shape[1], w_shape[0], w_shape[2]};
+template <class T>
+std::vector<T> every_other(void** params, int first, int64_t count) {
+  std::vector<T> out;
+  for (int64_t d = 0; d < count; ++d) out.push_back(static_cast<T>(params[first + 2 * d]));
+  return out;
 }
 
-// params: gates_in, w | h, c, act.
+// params: gates_in_0, w_0[, gates_in_1, w_1] | h, c, act.
 int lstm_forward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
-  if (nparam != 5 || ndims[0] != 3 || ndims[1] != 3 || !ms_zoo::all_float32(dtypes, 0, 5)) return 1;
-  const Shape s = shape_of(shapes[0], shapes[1]);
-  const float* gates_in = static_cast<const float*>(params[0]);
-  const float* w = static_cast<const float*>(params[1]);
-  float* h = static_cast<float*>(params[2]);
-  float* c = static_cast<float*>(params[3]);
-  float* act = static_cast<float*>(params[4]);
+  const int directions = (nparam - 3) / 2;
+  if ((directions != 1 && directions != 2) || nparam != 2 * directions + 3 || ndims[0] != 3 || ndims[1] != 2 ||
+      !ms_zoo::all_float32(dtypes, 0, nparam))
+    return 1;
+  const Shape s{shapes[0][0], shapes[0][1], directions, shapes[1][1]};
+  const std::vector<const float*> gates_in = every_other<const float*>(params, 0, directions);
+  const std::vector<const float*> w = every_other<const float*>(params, 1, directions);
+  float* h = static_cast<float*>(params[2 * directions]);
+  float* c = static_cast<float*>(params[2 * directions + 1]);
+  float* act = static_cast<float*>(params[2 * directions + 2]);
   const int64_t H = s.h, G = 4 * s.h, row_g = s.d * G, row_h = s.d * H;
   const std::vector<Weights> weights = prepare(w, s, true);
   for_each_sequence(s, s.t * G * H, [&](int64_t dir, int64_t b0, int64_t b1) {
@@ -287,7 +293,7 @@ int lstm_forward(int nparam, void** params, int* ndims, int64_t** shapes, const 
       // Pre-activations accumulate in `act` and are activated in place.
       float* a = act + (t * s.b + b0) * row_g + dir * G;
       for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(a + r * row_g, gates_in + (t * s.b + b0 + r) * row_g + dir * G, G * sizeof(float));
+        std::memcpy(a + r * row_g, gates_in[dir] + (t * s.b + b0 + r) * G, G * sizeof(float));
       const bool first = step == 0;
       const float* h_prev = first ? zeros.data() : h + (prev * s.b + b0) * row_h + dir * H;
       const float* c_prev = first ? zeros.data() : c + (prev * s.b + b0) * row_h + dir * H;
@@ -305,18 +311,25 @@ int lstm_forward(int nparam, void** params, int* ndims, int64_t** shapes, const 
   return 0;
 }
 
-// params: dh (T,B,D*H), dc (T,B,D*H) (the gradients of the outputs h and c), c, act, w
-//       | d_gates_in (T,B,D*4H): the gradient of the pre-activations, which is also the
-// gradient of gates_in (the caller derives the weight gradients from it with matrix products).
+// params: dh (T,B,D*H), dc (T,B,D*H) (the gradients of the outputs h and c), c, act, w_0[, w_1]
+//       | d_gates_in_0[, d_gates_in_1] (T,B,4H): the gradients of the pre-activations, which
+// are also those of gates_in (the caller derives the weight gradients with matrix products).
 int lstm_backward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
-  if (nparam != 6 || ndims[0] != 3 || ndims[4] != 3 || !ms_zoo::all_float32(dtypes, 0, 6)) return 1;
-  const Shape s{shapes[0][0], shapes[0][1], shapes[4][0], shapes[4][2]};
+  const int directions = (nparam - 4) / 2;
+  if ((directions != 1 && directions != 2) || nparam != 2 * directions + 4 || ndims[0] != 3 || ndims[4] != 2 ||
+      !ms_zoo::all_float32(dtypes, 0, nparam))
+    return 1;
+  const Shape s{shapes[0][0], shapes[0][1], directions, shapes[4][1]};
   const float* dh = static_cast<const float*>(params[0]);
   const float* dc_out = static_cast<const float*>(params[1]);
   const float* c = static_cast<const float*>(params[2]);
   const float* act = static_cast<const float*>(params[3]);
-  const float* w = static_cast<const float*>(params[4]);
-  float* dgates = static_cast<float*>(params[5]);
+  std::vector<const float*> w;
+  std::vector<float*> dgates;
+  for (int d = 0; d < directions; ++d) {
+    w.push_back(static_cast<const float*>(params[4 + d]));
+    dgates.push_back(static_cast<float*>(params[4 + directions + d]));
+  }
   const int64_t H = s.h, G = 4 * s.h, row_g = s.d * G, row_h = s.d * H;
   const std::vector<Weights> weights = prepare(w, s, false);
   for_each_sequence(s, 2 * s.t * G * H, [&](int64_t dir, int64_t b0, int64_t b1) {
@@ -328,7 +341,7 @@ int lstm_backward(int nparam, void** params, int* ndims, int64_t** shapes, const
       const int64_t t = dir == 0 ? step : s.t - 1 - step;
       const int64_t prev = dir == 0 ? t - 1 : t + 1;
       const bool first = step == 0;
-      float* dg = dgates + (t * s.b + b0) * row_g + dir * G;
+      float* dg = dgates[dir] + (t * s.b + b0) * G;
       for (int64_t r = 0; r < rows; ++r) {
         const float* ar = act + (t * s.b + b0 + r) * row_g + dir * G;
         const float* cr = c + (t * s.b + b0 + r) * row_h + dir * H;
@@ -337,7 +350,7 @@ int lstm_backward(int nparam, void** params, int* ndims, int64_t** shapes, const
         const float* cp = first ? zeros.data() + r * H : c + (prev * s.b + b0 + r) * row_h + dir * H;
         float* dhn = dh_next.data() + r * H;
         float* dcn = dc_next.data() + r * H;
-        float* dgr = dg + r * row_g;
+        float* dgr = dg + r * G;
         over_hidden(H, [&](auto lanes, int64_t j) {
           backward_gates<decltype(lanes)>(ar, cr, cp, dhr, dcr, dhn, dcn, dgr, H, j);
         });
@@ -345,7 +358,7 @@ int lstm_backward(int nparam, void** params, int* ndims, int64_t** shapes, const
       if (first) break;
       // dh_{t-1} = d_gates W_hh (rows x 4H @ 4H x H)
       std::fill(dh_next.begin(), dh_next.end(), 0.f);
-      matmul_acc(rows, G, H, dg, row_g, m.panels, m.mt, dh_next.data(), H);
+      matmul_acc(rows, G, H, dg, G, m.panels, m.mt, dh_next.data(), H);
     }
   });
   return 0;
