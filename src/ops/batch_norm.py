@@ -18,8 +18,11 @@ from mindspore import nn, ops
 from . import aot
 
 _LIBRARY = "batch_norm"
-# The kernel's activation: a clamp to (low, high).
-_CLAMPS = {None: (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
+# activation -> (the kernel's clamp (low, high), the op applied off the kernel, the cell left
+# behind when the normalisation is folded into a conv).
+_ACTIVATIONS = {None: ((-np.inf, np.inf), ops.identity, nn.Identity),
+                "relu": ((0.0, np.inf), ops.relu, nn.ReLU),
+                "relu6": ((0.0, 6.0), ops.relu6, nn.ReLU6)}
 
 
 def _custom_ops(library: str) -> ops.Custom:
@@ -50,20 +53,20 @@ class BatchNorm2d(nn.BatchNorm2d):
                  activation: str | None = None):
         super().__init__(num_features, eps, momentum, affine, gamma_init, beta_init, moving_mean_init,
                          moving_var_init)
-        if activation not in _CLAMPS:
-            raise ValueError(f"BatchNorm2d activation must be one of {list(_CLAMPS)}, got {activation!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"BatchNorm2d activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
-        self.act = {None: ops.identity, "relu": ops.relu, "relu6": ops.relu6}[activation]
+        clamp, self.act, _ = _ACTIVATIONS[activation]
         library = aot.library_for_cell(_LIBRARY)
         self.use_cpu_kernel = library is not None
         if self.use_cpu_kernel:
             self.train_forward = _custom_ops(library)
             # self.momentum is the weight of the new batch (1 - the constructor's momentum).
-            self.hyper = ms.Tensor(np.array([eps, self.momentum, *_CLAMPS[activation]], np.float32))
+            self.hyper = ms.Tensor(np.array([eps, self.momentum, *clamp], np.float32))
 
     def activation_cell(self) -> nn.Cell:
         """The activation alone, for when the normalisation is folded into a conv."""
-        return {None: nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6}[self.activation]()
+        return _ACTIVATIONS[self.activation][2]()
 
     def construct(self, x):
         if not self.training:

@@ -207,38 +207,38 @@ void gemv_acc(int64_t k, int64_t n, const float* a, const float* mt, float* out)
   }
 }
 
-// out += a @ m for `rows` rows: one row as dot products with mt = m^T, more through panels.
-// (Panels exist when the batch has several rows and n is a multiple of kPanel.)
-void matmul_acc(int64_t rows, int64_t k, int64_t n, const float* a, int64_t lda, const std::vector<float>& panels,
-                const float* mt, float* out, int64_t ldo) {
-  if (rows > 1 && !panels.empty()) {
-    gemm_acc(rows, k, n, a, lda, panels.data(), out, ldo);
-    return;
-  }
-  for (int64_t r = 0; r < rows; ++r) gemv_acc(k, n, a + r * lda, mt, out + r * ldo);
-}
-
-// What a direction's recurrence multiplies by: W_hh^T (H x 4H) forward, W_hh (4H x H)
-// backward, as panels (when the batch has several rows) and as its transpose (for one row).
+// What a direction's recurrence multiplies by, m = W_hh^T (H x 4H) forward or W_hh (4H x H)
+// backward: as panels for a batch of several rows, else as m^T for dot products.
 struct Weights {
   std::vector<float> panels, transposed;
-  const float* mt;  // m^T for the one-row case: W_hh itself forward, the transpose backward
+  const float* mt;  // m^T, when there are no panels (W_hh itself, or `transposed`)
 };
 
-// m = W_hh^T (forward) or W_hh (backward) for every direction's W_hh (4H, H).
+// out += a @ m for `rows` rows.
+void matmul_acc(int64_t rows, int64_t k, int64_t n, const float* a, int64_t lda, const Weights& m, float* out,
+                int64_t ldo) {
+  if (!m.panels.empty()) {
+    gemm_acc(rows, k, n, a, lda, m.panels.data(), out, ldo);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) gemv_acc(k, n, a + r * lda, m.mt, out + r * ldo);
+}
+
+// m = W_hh^T (forward) or W_hh (backward) for every direction's W_hh (4H, H). Only the form
+// matmul_acc will read is built: panels for a batch of several rows (when n allows), m^T
+// otherwise (W_hh itself forward; a transposed copy backward).
 std::vector<Weights> prepare(const std::vector<const float*>& w, const Shape& s, bool forward) {
   const int64_t G = 4 * s.h, k = forward ? s.h : G, n = forward ? G : s.h;
+  const bool panels = s.b > 1 && n % kPanel == 0;
   std::vector<Weights> out(s.d);
-  ms_zoo::parallel_for(s.d, s.d * G * s.h * (s.b > 1 ? 2 : 1), [&](int64_t d) {
+  ms_zoo::parallel_for(s.d, s.d * G * s.h, [&](int64_t d) {
     const float* w_d = w[d];
     Weights& m = out[d];
-    if (s.b > 1 && n % kPanel == 0) {
+    m.mt = w_d;
+    if (panels) {
       m.panels.resize(k * n);
       pack_panels(w_d, k, n, forward, m.panels.data());
-    }
-    if (forward) {
-      m.mt = w_d;
-    } else {
+    } else if (!forward) {
       m.transposed.resize(G * s.h);
       for (int64_t i = 0; i < G; ++i)
         for (int64_t j = 0; j < s.h; ++j) m.transposed[j * G + i] = w_d[i * s.h + j];
@@ -262,13 +262,6 @@ void for_each_sequence(const Shape& s, int64_t work_per_row, F fn) {
   });
 }
 
-template <class T>
-std::vector<T> every_other(void** params, int first, int64_t count) {
-  std::vector<T> out;
-  for (int64_t d = 0; d < count; ++d) out.push_back(static_cast<T>(params[first + 2 * d]));
-  return out;
-}
-
 // params: gates_in_0, w_0[, gates_in_1, w_1] | h, c, act.
 int lstm_forward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
   const int directions = (nparam - 3) / 2;
@@ -276,8 +269,11 @@ int lstm_forward(int nparam, void** params, int* ndims, int64_t** shapes, const 
       !ms_zoo::all_float32(dtypes, 0, nparam))
     return 1;
   const Shape s{shapes[0][0], shapes[0][1], directions, shapes[1][1]};
-  const std::vector<const float*> gates_in = every_other<const float*>(params, 0, directions);
-  const std::vector<const float*> w = every_other<const float*>(params, 1, directions);
+  std::vector<const float*> gates_in, w;
+  for (int d = 0; d < directions; ++d) {
+    gates_in.push_back(static_cast<const float*>(params[2 * d]));
+    w.push_back(static_cast<const float*>(params[2 * d + 1]));
+  }
   float* h = static_cast<float*>(params[2 * directions]);
   float* c = static_cast<float*>(params[2 * directions + 1]);
   float* act = static_cast<float*>(params[2 * directions + 2]);
@@ -298,7 +294,7 @@ int lstm_forward(int nparam, void** params, int* ndims, int64_t** shapes, const 
       const float* h_prev = first ? zeros.data() : h + (prev * s.b + b0) * row_h + dir * H;
       const float* c_prev = first ? zeros.data() : c + (prev * s.b + b0) * row_h + dir * H;
       const int64_t ld_prev = first ? H : row_h;
-      matmul_acc(rows, H, G, h_prev, ld_prev, m.panels, m.mt, a, row_g);
+      matmul_acc(rows, H, G, h_prev, ld_prev, m, a, row_g);
       for (int64_t r = 0; r < rows; ++r) {
         float* ar = a + r * row_g;
         const float* cp = c_prev + r * ld_prev;
@@ -358,7 +354,7 @@ int lstm_backward(int nparam, void** params, int* ndims, int64_t** shapes, const
       if (first) break;
       // dh_{t-1} = d_gates W_hh (rows x 4H @ 4H x H)
       std::fill(dh_next.begin(), dh_next.end(), 0.f);
-      matmul_acc(rows, G, H, dg, G, m.panels, m.mt, dh_next.data(), H);
+      matmul_acc(rows, G, H, dg, G, m, dh_next.data(), H);
     }
   });
   return 0;
