@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 from src.box.coder import CenterSizeCoder  # noqa: E402
 from src.box.iou import box_area, box_iou  # noqa: E402
 from src.box.matcher import match_priors  # noqa: E402
+from src.box import nms as nms_module  # noqa: E402
 from src.box.nms import batched_nms, multiclass_nms, nms  # noqa: E402
 from src.box.priors import (cxcywh_to_xyxy, num_boxes_per_location, ssd_default_boxes,  # noqa: E402
                             xyxy_to_cxcywh)
@@ -303,6 +304,27 @@ def test_batched_nms_matches_per_class_reference():
         ref += [idx[i] for i in nms_reference(boxes[idx], scores[idx], 0.45)]
     assert sorted(keep.tolist()) == sorted(ref)
     assert np.all(np.diff(scores[keep]) <= 0)                          # highest score first
+
+
+@pytest.mark.parametrize("all_groups_at_once", [True, False])
+def test_batched_nms_many_classes_ties_and_max_keep(all_groups_at_once, monkeypatch):
+    """Both ways batched_nms reduces the classes (one table for all, or class by class) give
+    the per-class reference, ordered by score then index, cut at max_keep."""
+    if not all_groups_at_once:
+        monkeypatch.setattr(nms_module, "_TABLE_MAX", 0)
+    rng = np.random.default_rng(8)
+    boxes = random_boxes(rng, 300, min_size=0.05, max_size=0.4)
+    scores = np.round(rng.random(300) * 8).astype(np.float32) / 8 + 0.01     # many ties
+    labels = rng.integers(0, 40, 300)
+    labels[:120] = 3                                                          # one large class
+    ref = []
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0]
+        ref += [int(idx[i]) for i in nms_reference(boxes[idx], scores[idx], 0.5)]
+    ref.sort(key=lambda i: (-scores[i], i))
+    assert len(ref) > 100 and len(ref) < 300
+    assert batched_nms(boxes, scores, labels, 0.5).tolist() == ref
+    assert batched_nms(boxes, scores, labels, 0.5, max_keep=100).tolist() == ref[:100]
 
 
 def test_multiclass_nms():
