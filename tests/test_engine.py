@@ -91,6 +91,21 @@ def test_build_lr_unknown_schedule_named():
     assert "lr_schedule" in str(e.value)
 
 
+# ----------------------------------------------------------------------------- optimizer
+
+def test_build_optimizer_adam_beta2_and_decay_groups():
+    from src.engine.trainer import build_optimizer
+    net = _dense()
+    cfg = types.SimpleNamespace(optimizer="adam", adam_beta2=0.99, weight_decay=0.01)
+    opt = build_optimizer(cfg, net.trainable_params(), [0.1] * 4)
+    assert float(opt.beta2.asnumpy()) == pytest.approx(0.99)
+    # weight decay on the matrix only, not on the bias
+    decays = {p.name: float(wd.asnumpy()) for p, wd in zip(opt.parameters, opt.weight_decay)}
+    assert decays[net.weight.name] == pytest.approx(0.01) and decays[net.bias.name] == 0.0
+    with pytest.raises(ValueError, match="optimizer"):
+        build_optimizer(types.SimpleNamespace(optimizer="lamb", weight_decay=0.0), net.trainable_params(), [0.1])
+
+
 # ----------------------------------------------------------------------------- TrainStep
 
 class MSELoss(nn.Cell):
