@@ -2,7 +2,7 @@
 # Inference of an exported MINDIR on an Ascend 310, then accuracy with postprocess.py:
 #   1. bash ascend310_infer/build.sh          (only if ascend310_infer/build/main is missing)
 #   2. ascend310_infer/build/main --mindir_path=MINDIR --dataset_path=DATA_PATH --device_id=ID
-#        --image_height=H --image_width=W --mean=NORM_MEAN --std=NORM_STD
+#        --image_height=H --image_width=W --image_channels=C --mean=NORM_MEAN --std=NORM_STD
 #        --output_dir=<run>/result_Files
 #   3. python postprocess.py --config_path CONFIG --result_dir <run>/result_Files
 #      (it scores the images of the config's val split found in result_Files, so DATA_PATH
@@ -23,8 +23,9 @@
 #   done
 #   IMAGE_HEIGHT=32 IMAGE_WIDTH=100 NORM_MEAN=127.5,127.5,127.5 NORM_STD=127.5,127.5,127.5 \
 #     bash scripts/run_infer_310.sh configs/crnn/crnn.yaml crnn.mindir crnn_eval_images 0
-# Only 3-channel CRNN models fit the 310 program: a config (or flag) with image_channels other
-# than 3 is refused. For a CRNN config, ImageNet NORM_MEAN/NORM_STD draw a warning.
+# The channel count comes from the config's image_channels (or an --image_channels flag): 3 for
+# RGB, 1 for a grey CRNN such as configs/crnn/crnn_words.yaml. For a CRNN config, ImageNet
+# NORM_MEAN/NORM_STD draw a warning.
 USAGE="CONFIG_PATH MINDIR_PATH DATA_PATH [DEVICE_ID] [--key value ...]"
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -97,9 +98,8 @@ if command -v "$PYTHON" >/dev/null 2>&1; then
     facts="$(config_facts)" || die "cannot read CONFIG_PATH '$CONFIG_PATH' (see the error above)"
     # $(...) drops trailing empty lines, so a read may meet the end of input: not an error.
     { read -r CONFIG_MODEL || true; read -r CONFIG_CHANNELS || true; } <<< "$facts"
-    if [[ -n "$CONFIG_CHANNELS" && "$CONFIG_CHANNELS" != "3" ]]; then
-        die "the config sets image_channels: $CONFIG_CHANNELS; the 310 program feeds 3-channel RGB images only" \
-            "(a grey CRNN cannot run there; use a config with image_channels: 3)"
+    if [[ -n "$CONFIG_CHANNELS" && "$CONFIG_CHANNELS" != "3" && "$CONFIG_CHANNELS" != "1" ]]; then
+        die "the config sets image_channels: $CONFIG_CHANNELS; the 310 program feeds 3 (RGB) or 1 (grey)"
     fi
     if [[ "$CONFIG_MODEL" == "crnn" && ( "$NORM_MEAN" == "$IMAGENET_MEAN" || "$NORM_STD" == "$IMAGENET_STD" ) ]]; then
         echo "[WARNING] $SCRIPT_NAME: the config is a CRNN but NORM_MEAN/NORM_STD are the ImageNet defaults;" \
@@ -107,6 +107,7 @@ if command -v "$PYTHON" >/dev/null 2>&1; then
     fi
 fi
 
+IMAGE_CHANNELS="${CONFIG_CHANNELS:-3}"
 INFER_MAIN="$REPO_ROOT/ascend310_infer/build/main"
 make_run_dir "infer_310"
 RESULT_DIR="$RUN_DIR/result_Files"
@@ -125,7 +126,7 @@ fi
 
 run_step "$RUN_DIR/infer.log" "$INFER_MAIN" --mindir_path="$MINDIR_PATH" --dataset_path="$DATA_PATH" \
     --device_id="$DEVICE_ID" --image_height="$IMAGE_HEIGHT" --image_width="$IMAGE_WIDTH" \
-    --mean="$NORM_MEAN" --std="$NORM_STD" --output_dir="$RESULT_DIR"
+    --image_channels="$IMAGE_CHANNELS" --mean="$NORM_MEAN" --std="$NORM_STD" --output_dir="$RESULT_DIR"
 run_step "$RUN_DIR/acc.log" "$PYTHON" postprocess.py --config_path "$CONFIG_PATH" \
     --result_dir "$RESULT_DIR" ${EXTRA[@]+"${EXTRA[@]}"}
 is_dry_run && exit 0

@@ -80,11 +80,12 @@ def _python_reference(path: Path, height: int, width: int) -> np.ndarray:
     return preprocess_for_inference(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (height, width))
 
 
-def _cpp(tool: Path, image: Path, height: int, width: int, out: Path, flags: tuple = ()) -> np.ndarray:
+def _cpp(tool: Path, image: Path, height: int, width: int, out: Path, flags: tuple = (),
+         channels: int = 3) -> np.ndarray:
     _check(_run([tool, *flags, image, height, width, out]), "preprocess_tool")
     data = np.fromfile(out, dtype=np.float32)
-    assert data.size == 3 * height * width, "the .bin must hold exactly 3*H*W float32 values"
-    return data.reshape(1, 3, height, width)
+    assert data.size == channels * height * width, "the .bin must hold exactly C*H*W float32 values"
+    return data.reshape(1, channels, height, width)
 
 
 def _make_images(d: Path) -> dict[str, Path]:
@@ -162,6 +163,23 @@ def test_crnn_preprocess_matches_python(preprocess_tool, crnn_cfg, tmp_path):
         diff = float(np.abs(cpp - ref).max())
         assert diff <= 1e-6, f"{name}: max |C++ - Python| = {diff}"
         assert -1.0 <= cpp.min() and cpp.max() <= 1.0
+
+
+def test_grey_crnn_preprocess_matches_python(preprocess_tool, tmp_path):
+    """--image_channels=1 feeds what a grey CRNN's Python side computes (configs/crnn/crnn_words.yaml)."""
+    from src.crnn.model import preprocess_image
+    from src.model_utils.config import parse_cli
+    cfg = parse_cli(["--config_path", str(REPO_ROOT / "configs" / "crnn" / "crnn.yaml"), "--image_channels", "1"])
+    for name, path in _word_crops(tmp_path).items():
+        cpp = _cpp(preprocess_tool, path, 32, 100, tmp_path / f"{name}.bin", CRNN_FLAGS + ("--image_channels=1",),
+                   channels=1)
+        ref = preprocess_image(cfg, cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        assert ref.shape == cpp.shape == (1, 1, 32, 100)
+        diff = float(np.abs(cpp - ref).max())
+        assert diff <= 1e-6, f"{name}: max |C++ - Python| = {diff}"
+        assert cpp.std() > 0.05  # a real picture, not a constant
+    bad = _run([preprocess_tool, "--image_channels=2", path, 32, 100, tmp_path / "x.bin"])
+    assert bad.returncode == 2 and "--image_channels must be 1 or 3" in bad.stderr
 
 
 def test_ssd_preprocess_still_matches_with_explicit_flags(preprocess_tool, tmp_path):
@@ -544,10 +562,15 @@ def test_main_errors_with_stub_mindspore(stub_main, tmp_path):
     _check(_run(base, env=env), "main with matching fixed input shape")
 
 
-def test_main_crnn_flags_with_stub_mindspore(stub_main, crnn_cfg, tmp_path):
+@pytest.mark.parametrize("channels", [3, 1])
+def test_main_crnn_flags_with_stub_mindspore(stub_main, crnn_cfg, tmp_path, channels):
     """main with the CRNN flags (as scripts/run_infer_310.sh passes them) feeds the model
-    exactly src.crnn.model.preprocess_image's tensor; names follow the exported LMDB images."""
+    exactly src.crnn.model.preprocess_image's tensor, RGB or grey; names follow the exported
+    LMDB images."""
     from src.crnn.model import preprocess_image
+    from src.model_utils.config import parse_cli
+    cfg = crnn_cfg if channels == 3 else parse_cli(
+        ["--config_path", str(REPO_ROOT / "configs" / "crnn" / "crnn.yaml"), "--image_channels", "1"])
     data = tmp_path / "images"
     data.mkdir()
     crop_dir = tmp_path / "crops"
@@ -560,15 +583,17 @@ def test_main_crnn_flags_with_stub_mindspore(stub_main, crnn_cfg, tmp_path):
     mindir = tmp_path / "crnn.mindir"
     mindir.write_bytes(b"stub")
     out = tmp_path / "out"
-    env = dict(os.environ, MS_STUB_INPUT_HW="32x100")  # CRNN exports a fixed (1, 3, 32, 100) input
+    # CRNN exports a fixed (1, C, 32, 100) input
+    env = dict(os.environ, MS_STUB_INPUT_HW="32x100", MS_STUB_INPUT_C=str(channels))
     proc = _run([stub_main, f"--mindir_path={mindir}", f"--dataset_path={data}", "--image_height=32",
-                 "--image_width=100", *CRNN_FLAGS, f"--output_dir={out}"], env=env)
+                 "--image_width=100", f"--image_channels={channels}", *CRNN_FLAGS, f"--output_dir={out}"], env=env)
     _check(proc, "main (stub, CRNN flags)")
-    assert "normalisation: mean 127.5,127.5,127.5 std 127.5,127.5,127.5" in proc.stdout
+    normalisation = ("mean 127.5,127.5,127.5 std 127.5,127.5,127.5" if channels == 3 else "grey, mean 127.5 std 127.5")
+    assert f"normalisation: {normalisation}" in proc.stdout
     for stem, path in names.items():
-        fed = np.fromfile(out / f"{stem}_0.bin", np.float32).reshape(1, 3, 32, 100)
+        fed = np.fromfile(out / f"{stem}_0.bin", np.float32).reshape(1, channels, 32, 100)
         rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        diff = float(np.abs(fed - preprocess_image(crnn_cfg, rgb)).max())
+        diff = float(np.abs(fed - preprocess_image(cfg, rgb)).max())
         assert diff <= 1e-6, f"{stem}: max |C++ - Python| = {diff}"
 
 
@@ -584,8 +609,13 @@ def test_main_stats_and_channel_errors_with_stub_mindspore(stub_main, tmp_path):
         assert bad.returncode == 2 and f"error: {flag.split('=')[0]} must be three" in bad.stderr, bad.stderr
     # The separate-value form takes a negative mean as the value, not as a flag.
     _check(_run(base + ["--mean", "-1,-2,-3"]), "main with a negative mean")
-    # A grey model (CRNN image_channels: 1) is refused whether its H, W are fixed or dynamic.
+    # A grey model (CRNN image_channels: 1) without --image_channels=1 is refused whether its
+    # H, W are fixed or dynamic, and the reverse too.
     for hw in ("32x100", ""):
         env = dict(os.environ, MS_STUB_INPUT_C="1", MS_STUB_INPUT_HW=hw)
         grey = _run(base + ["--image_height=32", "--image_width=100", *CRNN_FLAGS], env=env)
-        assert grey.returncode == 1 and "3-channel" in grey.stderr and "image_channels: 1" in grey.stderr
+        assert grey.returncode == 1 and "has 1 channels but --image_channels is 3" in grey.stderr, grey.stderr
+    rgb = _run(base + ["--image_height=32", "--image_width=100", "--image_channels=1", *CRNN_FLAGS],
+               env=dict(os.environ, MS_STUB_INPUT_C="3", MS_STUB_INPUT_HW="32x100"))
+    assert rgb.returncode == 1 and "has 3 channels but --image_channels is 1" in rgb.stderr, rgb.stderr
+    assert _run(base + ["--image_channels=2"]).returncode == 2

@@ -379,17 +379,27 @@ def test_infer_310_bad_norm_rejected(var: str, value: str, work: Path):
 
 
 @pytest.mark.parametrize("how", ["config", "flag"])
-def test_infer_310_refuses_grey_crnn(how: str, work: Path):
-    """The C++ program only feeds RGB; a 1-channel CRNN must stop before the long run."""
+def test_infer_310_grey_crnn_gets_one_channel(how: str, work: Path):
+    """The channel count the 310 program feeds comes from the config (or its flag)."""
     base = REPO_ROOT / "configs" / "crnn" / "crnn.yaml"
     config = work / "crnn_grey.yaml"
     config.write_text(f"base: [{base}]\n" + ("image_channels: 1\n" if how == "config" else ""))
     extra = ["--image_channels", "1"] if how == "flag" else []
     env = {"IMAGE_HEIGHT": "32", "IMAGE_WIDTH": "100", "NORM_MEAN": "127.5,127.5,127.5",
            "NORM_STD": "127.5,127.5,127.5"}
-    result = run_script("run_infer_310.sh", str(config), "model.mindir", "images", *extra, cwd=work, env=env)
+    cmd = _infer_main_cmd(run_script("run_infer_310.sh", str(config), "model.mindir", "images", *extra, cwd=work,
+                                     env=env))
+    assert "--image_channels=1" in cmd
+    rgb = _infer_main_cmd(run_script("run_infer_310.sh", str(base), "model.mindir", "images", cwd=work, env=env))
+    assert "--image_channels=3" in rgb
+
+
+def test_infer_310_refuses_other_channel_counts(work: Path):
+    config = work / "crnn_4.yaml"
+    config.write_text(f"base: [{REPO_ROOT / 'configs' / 'crnn' / 'crnn.yaml'}]\nimage_channels: 4\n")
+    result = run_script("run_infer_310.sh", str(config), "model.mindir", "images", cwd=work)
     assert result.returncode == 1
-    assert "image_channels" in result.stderr and "3-channel" in result.stderr
+    assert "image_channels: 4" in result.stderr
     assert not rank_lines(result.stdout)
 
 

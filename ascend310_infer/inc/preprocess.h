@@ -6,15 +6,17 @@
  * per-model statistics:
  *
  *   BGR image (cv::imread, IMREAD_COLOR) -> RGB -> cv::resize to (width, height) with
- *   INTER_LINEAR (no aspect keeping) -> float32 -> (x - mean) / std per RGB channel ->
- *   HWC to CHW. The batch dimension (1) is implicit: the buffer holds 3 * height * width floats.
+ *   INTER_LINEAR (no aspect keeping) -> [grey models: RGB to one grey channel] -> float32 ->
+ *   (x - mean) / std per channel -> HWC to CHW. The batch dimension (1) is implicit: the
+ *   buffer holds channels * height * width floats.
  *
  * Which mean/std each model uses (the 0-255 scale, RGB order):
  *   SSD   `preprocess_for_inference` in src/data/transforms.py: ImageNet statistics, the
  *         defaults below (main's --mean/--std default to them too).
  *   CRNN  `preprocess_image` in src/crnn/model.py: mean = std = 127.5 on all three channels,
- *         which maps 0..255 to -1..1. Only its 3-channel form (image_channels: 3) fits this
- *         pipeline; the grey variant converts RGB to one channel first and is not supported.
+ *         which maps 0..255 to -1..1. With image_channels: 1 the resized RGB crop becomes one
+ *         grey channel (cv::cvtColor RGB2GRAY, as cv2.cvtColor on the Python side), normalised
+ *         with the first mean and std.
  */
 #ifndef ASCEND310_INFER_INC_PREPROCESS_H_
 #define ASCEND310_INFER_INC_PREPROCESS_H_
@@ -49,18 +51,20 @@ bool ReadImageRGB(const std::string &path, cv::Mat *rgb);
 
 // Resizes an 8-bit 3-channel RGB image to height x width (bilinear, no aspect keeping) and
 // normalises it, (x - mean_rgb[c]) / std_rgb[c], into a CHW float32 buffer of
-// 3 * height * width values written to *chw. Returns false on invalid input (empty image,
-// wrong type, non-positive size, a std value that is not finite and > 0, a non-finite mean).
+// channels * height * width values written to *chw. channels is 3 (RGB) or 1 (grey, after
+// the resize; normalised with mean_rgb[0] and std_rgb[0]). Returns false on invalid input
+// (empty image, wrong type, non-positive size, channels other than 1 or 3, a std value that is
+// not finite and > 0, a non-finite mean).
 bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw,
                    const ChannelStats &mean_rgb = kImageNetMeanRGB,
-                   const ChannelStats &std_rgb = kImageNetStdRGB);
+                   const ChannelStats &std_rgb = kImageNetStdRGB, int channels = 3);
 
 // ReadImageRGB + PreprocessRGB. *orig_height / *orig_width (optional) receive the size of
 // the decoded image before resizing.
 bool PreprocessImageFile(const std::string &path, int height, int width, std::vector<float> *chw,
                          int *orig_height = nullptr, int *orig_width = nullptr,
                          const ChannelStats &mean_rgb = kImageNetMeanRGB,
-                         const ChannelStats &std_rgb = kImageNetStdRGB);
+                         const ChannelStats &std_rgb = kImageNetStdRGB, int channels = 3);
 
 // Writes `bytes` raw bytes to `path` (truncating it). Returns false on any I/O error.
 bool WriteBinaryFile(const std::string &path, const void *data, std::size_t bytes);

@@ -3,17 +3,19 @@
  * text recognition).
  *
  *   main --mindir_path=FILE --dataset_path=DIR [--device_id=0] [--image_height=300]
- *        [--image_width=300] [--mean=r,g,b] [--std=r,g,b] [--output_dir=./result_Files]
+ *        [--image_width=300] [--image_channels=3] [--mean=r,g,b] [--std=r,g,b]
+ *        [--output_dir=./result_Files]
  *
  * For every image in DIR (.jpg/.jpeg/.png/.bmp, sorted by file name) the image is preprocessed
  * like the Python side (see preprocess.h): resized to H x W, then (x - mean) / std per RGB
  * channel. --mean/--std default to the ImageNet statistics that SSD uses
  * (src/data/transforms.py:preprocess_for_inference); CRNN (src/crnn/model.py:preprocess_image)
- * needs --image_height=32 --image_width=100 --mean=127.5,127.5,127.5 --std=127.5,127.5,127.5.
+ * needs --image_height=32 --image_width=100 --mean=127.5,127.5,127.5 --std=127.5,127.5,127.5,
+ * and --image_channels=1 when it was trained on grey input (image_channels: 1).
  * Nothing in the MINDIR says which statistics it was trained with, so a wrong pair is not
  * detected here: it only shows as poor accuracy in postprocess.py.
  *
- * The image goes to the model as one (1, 3, H, W) float32 batch, and each model output i is
+ * The image goes to the model as one (1, C, H, W) float32 batch, and each model output i is
  * written to OUTPUT_DIR/<image stem>_<i>.bin as raw row-major float32. postprocess.py reads
  * those files and recovers the original image sizes from the images themselves.
  */
@@ -48,6 +50,7 @@ struct Options {
   int device_id = 0;
   int image_height = 300;
   int image_width = 300;
+  int image_channels = 3;
   ascend310_infer::ChannelStats mean = ascend310_infer::kImageNetMeanRGB;
   ascend310_infer::ChannelStats std_dev = ascend310_infer::kImageNetStdRGB;
 };
@@ -55,12 +58,13 @@ struct Options {
 void PrintUsage(const char *prog) {
   std::fprintf(stderr,
                "usage: %s --mindir_path=FILE --dataset_path=DIR [--device_id=N] [--image_height=H]\n"
-               "          [--image_width=W] [--mean=R,G,B] [--std=R,G,B] [--output_dir=DIR]\n"
+               "          [--image_width=W] [--image_channels=C] [--mean=R,G,B] [--std=R,G,B] [--output_dir=DIR]\n"
                "  --mindir_path   exported MINDIR file (required)\n"
                "  --dataset_path  directory of .jpg/.jpeg/.png/.bmp images (required)\n"
                "  --device_id     Ascend device id (default 0)\n"
                "  --image_height  network input height (default 300)\n"
                "  --image_width   network input width (default 300)\n"
+               "  --image_channels 3 (RGB, default) or 1 (grey CRNN; uses the first mean and std)\n"
                "  --mean          per-channel RGB mean on the 0-255 scale\n"
                "                  (default ImageNet 123.675,116.28,103.53; CRNN: 127.5,127.5,127.5)\n"
                "  --std           per-channel RGB std, each > 0\n"
@@ -131,6 +135,12 @@ int ParseArgs(int argc, char **argv, Options *opt) {
         std::fprintf(stderr, "error: --image_width must be a positive integer, got '%s'\n", value.c_str());
         return -1;
       }
+    } else if (name == "image_channels") {
+      if (value != "1" && value != "3") {
+        std::fprintf(stderr, "error: --image_channels must be 1 or 3, got '%s'\n", value.c_str());
+        return -1;
+      }
+      opt->image_channels = value == "1" ? 1 : 3;
     } else if (name == "mean") {
       if (!ascend310_infer::ParseChannelStats(value, false, &opt->mean)) {
         std::fprintf(stderr, "error: --mean must be three finite numbers r,g,b (e.g. 127.5,127.5,127.5), got '%s'\n",
@@ -293,29 +303,32 @@ int main(int argc, char **argv) {
                  input_info.Name().c_str(), static_cast<int>(input_info.DataType()));
     return 1;
   }
-  const std::vector<int64_t> expected_shape = {1, 3, opt.image_height, opt.image_width};
+  const std::vector<int64_t> expected_shape = {1, opt.image_channels, opt.image_height, opt.image_width};
   std::vector<int64_t> input_shape = input_info.Shape();
-  // Checked before the dynamic-shape fallback below: a model whose channel count is known and
-  // is not 3 (CRNN exported with image_channels: 1) could never take these RGB tensors.
-  if (input_shape.size() == 4 && input_shape[1] >= 0 && input_shape[1] != 3) {
-    std::fprintf(stderr, "error: model input shape %s has %lld channels; this program feeds 3-channel RGB images "
-                         "(grey models, CRNN image_channels: 1, are not supported)\n",
-                 ShapeToString(input_shape).c_str(), static_cast<long long>(input_shape[1]));
+  // Checked before the dynamic-shape fallback below, with its own message: a known channel
+  // count that differs (a grey CRNN fed RGB, or the reverse) is a wrong --image_channels.
+  if (input_shape.size() == 4 && input_shape[1] >= 0 && input_shape[1] != opt.image_channels) {
+    std::fprintf(stderr, "error: model input shape %s has %lld channels but --image_channels is %d\n",
+                 ShapeToString(input_shape).c_str(), static_cast<long long>(input_shape[1]), opt.image_channels);
     return 1;
   }
   bool dynamic = input_shape.size() != expected_shape.size();
   for (int64_t d : input_shape) dynamic = dynamic || d < 0;
   if (dynamic) {
-    input_shape = expected_shape;  // unknown/dynamic shape: feed (1, 3, H, W)
+    input_shape = expected_shape;  // unknown/dynamic shape: feed (1, C, H, W)
   } else if (input_shape != expected_shape) {
-    std::fprintf(stderr, "error: model input shape %s does not match (1, 3, %d, %d); check --image_height/--image_width\n",
-                 ShapeToString(input_shape).c_str(), opt.image_height, opt.image_width);
+    std::fprintf(stderr, "error: model input shape %s does not match %s; check --image_height/--image_width\n",
+                 ShapeToString(input_shape).c_str(), ShapeToString(expected_shape).c_str());
     return 1;
   }
   std::printf("model %s: input '%s' %s float32, %zu images, device %d\n", opt.mindir_path.c_str(),
               input_info.Name().c_str(), ShapeToString(input_shape).c_str(), images.size(), opt.device_id);
-  std::printf("normalisation: mean %g,%g,%g std %g,%g,%g (RGB, 0-255 scale)\n", opt.mean[0], opt.mean[1],
-              opt.mean[2], opt.std_dev[0], opt.std_dev[1], opt.std_dev[2]);
+  if (opt.image_channels == 1) {
+    std::printf("normalisation: grey, mean %g std %g (0-255 scale)\n", opt.mean[0], opt.std_dev[0]);
+  } else {
+    std::printf("normalisation: mean %g,%g,%g std %g,%g,%g (RGB, 0-255 scale)\n", opt.mean[0], opt.mean[1],
+                opt.mean[2], opt.std_dev[0], opt.std_dev[1], opt.std_dev[2]);
+  }
 
   double total_ms = 0.0;
   std::size_t done = 0;
@@ -324,7 +337,7 @@ int main(int argc, char **argv) {
     int orig_h = 0;
     int orig_w = 0;
     if (!ascend310_infer::PreprocessImageFile(image, opt.image_height, opt.image_width, &chw, &orig_h, &orig_w,
-                                              opt.mean, opt.std_dev)) {
+                                              opt.mean, opt.std_dev, opt.image_channels)) {
       std::fprintf(stderr, "error: cannot read or decode image '%s'\n", image.c_str());
       return 1;
     }

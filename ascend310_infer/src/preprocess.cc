@@ -56,8 +56,9 @@ bool ParseChannelStats(const std::string &text, bool require_positive, ChannelSt
 }
 
 bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw,
-                   const ChannelStats &mean_rgb, const ChannelStats &std_rgb) {
-  if (chw == nullptr || rgb.empty() || rgb.type() != CV_8UC3 || height <= 0 || width <= 0) {
+                   const ChannelStats &mean_rgb, const ChannelStats &std_rgb, int channels) {
+  if (chw == nullptr || rgb.empty() || rgb.type() != CV_8UC3 || height <= 0 || width <= 0 ||
+      (channels != 1 && channels != 3)) {
     return false;
   }
   for (std::size_t c = 0; c < 3; ++c) {
@@ -69,6 +70,17 @@ bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float>
   cv::resize(rgb, resized, cv::Size(width, height), 0.0, 0.0, cv::INTER_LINEAR);
 
   const std::size_t plane = static_cast<std::size_t>(height) * static_cast<std::size_t>(width);
+  if (channels == 1) {
+    cv::Mat grey;
+    cv::cvtColor(resized, grey, cv::COLOR_RGB2GRAY);
+    chw->assign(plane, 0.0f);
+    for (int y = 0; y < height; ++y) {
+      const std::uint8_t *row = grey.ptr<std::uint8_t>(y);
+      float *out = chw->data() + static_cast<std::size_t>(y) * static_cast<std::size_t>(width);
+      for (int x = 0; x < width; ++x) out[x] = (static_cast<float>(row[x]) - mean_rgb[0]) / std_rgb[0];
+    }
+    return true;
+  }
   chw->assign(3 * plane, 0.0f);
   float *r = chw->data();
   float *g = r + plane;
@@ -90,12 +102,12 @@ bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float>
 
 bool PreprocessImageFile(const std::string &path, int height, int width, std::vector<float> *chw,
                          int *orig_height, int *orig_width, const ChannelStats &mean_rgb,
-                         const ChannelStats &std_rgb) {
+                         const ChannelStats &std_rgb, int channels) {
   cv::Mat rgb;
   if (!ReadImageRGB(path, &rgb)) return false;
   if (orig_height != nullptr) *orig_height = rgb.rows;
   if (orig_width != nullptr) *orig_width = rgb.cols;
-  return PreprocessRGB(rgb, height, width, chw, mean_rgb, std_rgb);
+  return PreprocessRGB(rgb, height, width, chw, mean_rgb, std_rgb, channels);
 }
 
 bool WriteBinaryFile(const std::string &path, const void *data, std::size_t bytes) {

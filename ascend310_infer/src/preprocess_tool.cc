@@ -1,7 +1,7 @@
 /**
- * preprocess_tool [--mean=r,g,b] [--std=r,g,b] IMAGE HEIGHT WIDTH OUT.bin
+ * preprocess_tool [--mean=r,g,b] [--std=r,g,b] [--image_channels=3|1] IMAGE HEIGHT WIDTH OUT.bin
  *
- * Writes the preprocessed (1, 3, HEIGHT, WIDTH) float32 CHW tensor of IMAGE to OUT.bin, exactly
+ * Writes the preprocessed (1, C, HEIGHT, WIDTH) float32 CHW tensor of IMAGE to OUT.bin, exactly
  * what the inference program feeds the model given the same flags (--mean/--std default to the
  * ImageNet statistics; CRNN uses --mean=127.5,127.5,127.5 --std=127.5,127.5,127.5). Depends on
  * the OpenCV-only preprocess library; used by tests/test_ascend310_preprocess.py to check
@@ -20,10 +20,11 @@ namespace {
 
 void PrintUsage(const char *prog) {
   std::fprintf(stderr,
-               "usage: %s [--mean=r,g,b] [--std=r,g,b] IMAGE HEIGHT WIDTH OUT.bin\n"
-               "  Writes the preprocessed image as raw float32, shape (1, 3, HEIGHT, WIDTH), CHW.\n"
+               "usage: %s [--mean=r,g,b] [--std=r,g,b] [--image_channels=3|1] IMAGE HEIGHT WIDTH OUT.bin\n"
+               "  Writes the preprocessed image as raw float32, shape (1, C, HEIGHT, WIDTH), CHW.\n"
                "  --mean  per-channel RGB mean on the 0-255 scale (default 123.675,116.28,103.53)\n"
                "  --std   per-channel RGB std, each > 0 (default 58.395,57.12,57.375)\n"
+               "  --image_channels  3 (RGB, default) or 1 (grey; uses the first mean and std)\n"
                "  Flags take the form --name=value or --name value.\n",
                prog);
 }
@@ -42,6 +43,7 @@ struct ToolArgs {
   std::vector<std::string> positional;
   ascend310_infer::ChannelStats mean = ascend310_infer::kImageNetMeanRGB;
   ascend310_infer::ChannelStats std_dev = ascend310_infer::kImageNetStdRGB;
+  int channels = 3;
 };
 
 // Flags may appear anywhere; everything else is positional. Returns 0 on success, 1 for
@@ -60,7 +62,7 @@ int ParseToolArgs(int argc, char **argv, ToolArgs *args) {
     if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name.erase(eq);
-    } else if (name == "mean" || name == "std") {
+    } else if (name == "mean" || name == "std" || name == "image_channels") {
       // The separate-value form lets a negative mean ("--mean -1,0,0") through.
       if (i + 1 >= argc) {
         std::fprintf(stderr, "error: flag --%s needs a value\n", name.c_str());
@@ -78,6 +80,12 @@ int ParseToolArgs(int argc, char **argv, ToolArgs *args) {
         std::fprintf(stderr, "error: --std must be three positive numbers r,g,b, got '%s'\n", value.c_str());
         return -1;
       }
+    } else if (name == "image_channels") {
+      if (value != "1" && value != "3") {
+        std::fprintf(stderr, "error: --image_channels must be 1 or 3, got '%s'\n", value.c_str());
+        return -1;
+      }
+      args->channels = value == "1" ? 1 : 3;
     } else {
       std::fprintf(stderr, "error: unknown flag '%s'\n", arg.c_str());
       return -1;
@@ -114,7 +122,7 @@ int main(int argc, char **argv) {
   int orig_h = 0;
   int orig_w = 0;
   if (!ascend310_infer::PreprocessImageFile(image, height, width, &chw, &orig_h, &orig_w, args.mean,
-                                            args.std_dev)) {
+                                            args.std_dev, args.channels)) {
     std::fprintf(stderr, "error: cannot read or decode image '%s'\n", image.c_str());
     return 1;
   }
@@ -122,7 +130,7 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "error: cannot write '%s'\n", out.c_str());
     return 1;
   }
-  std::printf("%s: %dx%d -> (1, 3, %d, %d) float32 -> %s\n", image.c_str(), orig_h, orig_w, height, width,
-              out.c_str());
+  std::printf("%s: %dx%d -> (1, %d, %d, %d) float32 -> %s\n", image.c_str(), orig_h, orig_w, args.channels, height,
+              width, out.c_str());
   return 0;
 }
