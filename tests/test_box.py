@@ -118,6 +118,18 @@ def test_box_iou_matches_brute_force():
     assert (ref > 0).any() and (ref == 0).any()        # the sample exercises both cases
 
 
+def test_box_iou_batched_sets():
+    """Leading dimensions are batches of box sets: each set against its partner only."""
+    rng = np.random.default_rng(3)
+    a = np.stack([random_boxes(rng, 5) for _ in range(4)])
+    b = np.stack([random_boxes(rng, 6) for _ in range(4)])
+    got = box_iou(a, b)
+    assert got.shape == (4, 5, 6)
+    for g in range(4):
+        np.testing.assert_allclose(got[g], box_iou(a[g], b[g]), rtol=1e-6)
+    np.testing.assert_allclose(box_area(a)[2], box_area(a[2]))
+
+
 def test_box_iou_identical_and_disjoint():
     a = np.array([[0.1, 0.1, 0.4, 0.5], [10, 20, 30, 60]], np.float32)
     np.testing.assert_allclose(np.diag(box_iou(a, a)), [1.0, 1.0], rtol=1e-6)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.box.iou import box_area
+from src.box.iou import box_area, box_iou
 
 # Largest (groups x longest group^2) pair table batched_nms builds to reduce all groups at
 # once; past it, each group goes through `nms` on its own.
@@ -39,14 +39,8 @@ def _nms_groups_at_once(boxes: np.ndarray, order: np.ndarray, group: np.ndarray,
     table[group, position] = order
     valid = table >= 0
     b = np.where(valid[..., None], boxes[np.maximum(table, 0)], 0)
-    lt = np.maximum(b[:, :, None, :2], b[:, None, :, :2])
-    rb = np.minimum(b[:, :, None, 2:], b[:, None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
     # Only a higher-scoring box can suppress a lower one: the upper triangle.
-    suppresses = (inter > iou_threshold * np.maximum(area[:, :, None] + area[:, None, :] - inter, 1e-12)) \
-        & np.triu(np.ones((longest, longest), bool), 1)
+    suppresses = (box_iou(b, b) > iou_threshold) & np.triu(np.ones((longest, longest), bool), 1)
     alive = valid.copy()
     for i in range(longest - 1):
         alive &= ~(suppresses[:, i] & alive[:, i:i + 1])
@@ -60,7 +54,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_t
 
     Classes never suppress each other, so all classes are reduced side by side: a detector's
     candidates spread over many classes make many small groups (SSD's 1,000 candidates over
-    80 classes: ~1 ms against ~14 ms for one greedy loop over all of them).
+    80 classes: ~2.6 ms against ~14 ms for one greedy loop over all of them).
     """
     if boxes.shape[0] == 0:
         return np.zeros(0, np.int64)
