@@ -45,6 +45,10 @@ constexpr ChannelStats kImageNetStdRGB = {58.395f, 57.12f, 57.375f};
 // require_positive, all three are > 0 after rounding (a std of 0 would divide by zero).
 bool ParseChannelStats(const std::string &text, bool require_positive, ChannelStats *values);
 
+// Parses an --image_channels value: "3" (RGB) or "1" (grey). Returns false (leaving *channels
+// unchanged) for anything else.
+bool ParseImageChannels(const std::string &text, int *channels);
+
 // Reads an image file as an 8-bit, 3-channel RGB matrix. Returns false (and leaves *rgb empty)
 // when the file is missing or cannot be decoded.
 bool ReadImageRGB(const std::string &path, cv::Mat *rgb);

@@ -136,11 +136,10 @@ int ParseArgs(int argc, char **argv, Options *opt) {
         return -1;
       }
     } else if (name == "image_channels") {
-      if (value != "1" && value != "3") {
+      if (!ascend310_infer::ParseImageChannels(value, &opt->image_channels)) {
         std::fprintf(stderr, "error: --image_channels must be 1 or 3, got '%s'\n", value.c_str());
         return -1;
       }
-      opt->image_channels = value == "1" ? 1 : 3;
     } else if (name == "mean") {
       if (!ascend310_infer::ParseChannelStats(value, false, &opt->mean)) {
         std::fprintf(stderr, "error: --mean must be three finite numbers r,g,b (e.g. 127.5,127.5,127.5), got '%s'\n",

@@ -55,6 +55,12 @@ bool ParseChannelStats(const std::string &text, bool require_positive, ChannelSt
   return true;
 }
 
+bool ParseImageChannels(const std::string &text, int *channels) {
+  if (channels == nullptr || (text != "1" && text != "3")) return false;
+  *channels = text == "1" ? 1 : 3;
+  return true;
+}
+
 bool PreprocessRGB(const cv::Mat &rgb, int height, int width, std::vector<float> *chw,
                    const ChannelStats &mean_rgb, const ChannelStats &std_rgb, int channels) {
   if (chw == nullptr || rgb.empty() || rgb.type() != CV_8UC3 || height <= 0 || width <= 0 ||

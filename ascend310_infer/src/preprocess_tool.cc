@@ -81,11 +81,10 @@ int ParseToolArgs(int argc, char **argv, ToolArgs *args) {
         return -1;
       }
     } else if (name == "image_channels") {
-      if (value != "1" && value != "3") {
+      if (!ascend310_infer::ParseImageChannels(value, &args->channels)) {
         std::fprintf(stderr, "error: --image_channels must be 1 or 3, got '%s'\n", value.c_str());
         return -1;
       }
-      args->channels = value == "1" ? 1 : 3;
     } else {
       std::fprintf(stderr, "error: unknown flag '%s'\n", arg.c_str());
       return -1;

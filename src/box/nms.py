@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.box.iou import box_area, box_iou
+from src.box.iou import box_iou
 
 # Largest (groups x longest group^2) pair table batched_nms builds to reduce all groups at
 # once; past it, each group goes through `nms` on its own.
@@ -13,7 +13,6 @@ _TABLE_MAX = 1 << 20
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int = -1) -> np.ndarray:
     """Greedy NMS; returns indices of kept boxes, highest score first."""
     order = np.argsort(-scores, kind="stable")
-    areas = box_area(boxes)
     keep = []
     while order.size:
         i = order[0]
@@ -21,11 +20,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
         if 0 < max_keep <= len(keep):
             break
         rest = order[1:]
-        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_threshold]
+        order = rest[box_iou(boxes[i:i + 1], boxes[rest])[0] <= iou_threshold]
     return np.asarray(keep, np.int64)
 
 

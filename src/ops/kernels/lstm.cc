@@ -231,7 +231,9 @@ std::vector<Weights> prepare(const std::vector<const float*>& w, const Shape& s,
   const int64_t G = 4 * s.h, k = forward ? s.h : G, n = forward ? G : s.h;
   const bool panels = s.b > 1 && n % kPanel == 0;
   std::vector<Weights> out(s.d);
-  ms_zoo::parallel_for(s.d, s.d * G * s.h, [&](int64_t d) {
+  // Forward without panels reads W_hh in place: nothing to copy, so no thread to start.
+  const int64_t work = panels || !forward ? s.d * G * s.h : 0;
+  ms_zoo::parallel_for(s.d, work, [&](int64_t d) {
     const float* w_d = w[d];
     Weights& m = out[d];
     m.mt = w_d;
