@@ -14,6 +14,7 @@ from src.engine.inference import fold_batchnorm
 from src.ops import aot
 from src.ops.aot import standard_operators
 from src.ops.batch_norm import BatchNorm2d
+from src.ops.conv import ActivatedConv2d
 from src.ops.depthwise import DepthwiseConv2d
 from src.ops.lstm import LSTM
 from src.ops.max_pool import MaxPool2d
@@ -255,6 +256,61 @@ def test_batchnorm_activation_survives_folding():
     np.testing.assert_allclose(cell(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="activation"):
         BatchNorm2d(4, activation="gelu")
+
+
+_FUSING_CONVS = {
+    "conv 1x1": lambda: ActivatedConv2d(6, 5, 1, weight_init="normal"),
+    "conv 3x3 stride 2": lambda: ActivatedConv2d(6, 5, 3, 2, pad_mode="pad", padding=1, weight_init="normal"),
+    "depthwise stride 1": lambda: DepthwiseConv2d(6, 6, 3, 1, pad_mode="pad", padding=1, group=6, weight_init="normal"),
+    "depthwise stride 2": lambda: DepthwiseConv2d(6, 6, 3, 2, pad_mode="pad", padding=1, group=6, weight_init="normal"),
+    "winograd": lambda: WinogradConv2d(16, 6, 3, weight_init="normal"),
+}
+
+
+@pytest.mark.parametrize("conv_kind", list(_FUSING_CONVS))
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("built_for_export", [False, True])
+def test_folding_moves_the_activation_into_the_conv(conv_kind, activation, built_for_export, graph_mode):
+    """The BatchNorm's activation ends up in the folded conv (one kernel pass for bias and
+    activation on CPU, the activation op in an exported graph), with the same outputs."""
+    operators = standard_operators() if built_for_export else contextlib.nullcontext()
+    with operators:
+        conv = _FUSING_CONVS[conv_kind]()
+        cell = nn.SequentialCell([conv, BatchNorm2d(conv.out_channels, activation=activation)])
+    rng = np.random.default_rng(9)
+    conv.weight.set_data(ms.Tensor(rng.normal(0, 0.5, conv.weight.shape).astype(np.float32)))
+    bn = cell[1]
+    # Shifts and scales that push outputs past both ends of ReLU6.
+    bn.gamma.set_data(ms.Tensor(rng.uniform(0.5, 4, conv.out_channels).astype(np.float32)))
+    bn.beta.set_data(ms.Tensor(rng.uniform(-2, 5, conv.out_channels).astype(np.float32)))
+    bn.moving_mean.set_data(ms.Tensor(rng.standard_normal(conv.out_channels).astype(np.float32)))
+    bn.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 2, conv.out_channels).astype(np.float32)))
+    x = ms.Tensor(rng.standard_normal((2, conv.in_channels, 16, 16)).astype(np.float32))
+    cell.set_train(False)
+    before = cell(x).asnumpy()
+    assert (before == 0).any() and (before > 6).any() == (activation == "relu")
+    assert fold_batchnorm(cell) == 1
+    folded = cell[0]
+    assert type(folded) is type(conv) and folded.activation == activation and isinstance(cell[1], nn.Identity)
+    assert folded.built_with_kernels is not built_for_export
+    fused = folded.depthwise_fuses_bias_activation if "depthwise" in conv_kind else folded.fuses_bias_activation
+    assert fused is not built_for_export
+    # Fresh containers: a compiled graph would not see the folded cells.
+    after = nn.SequentialCell(list(cell))
+    after.set_train(False)
+    np.testing.assert_allclose(after(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+    # In training mode (which a folded network should not be in) the conv still computes the
+    # same thing, through the unfused ops.
+    training = nn.SequentialCell(list(cell))
+    training.set_train(True)
+    np.testing.assert_allclose(training(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+
+
+def test_a_conv_with_its_own_activation_does_not_take_a_batchnorm():
+    cell = nn.SequentialCell([ActivatedConv2d(3, 4, 1, activation="relu"), nn.BatchNorm2d(4)])
+    assert fold_batchnorm(cell) == 0
+    with pytest.raises(ValueError, match="activation"):
+        ActivatedConv2d(3, 4, 1, activation="gelu")
 
 
 def test_batchnorm_inference_and_export_use_the_moving_statistics():

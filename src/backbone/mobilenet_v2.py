@@ -5,6 +5,7 @@ from mindspore import nn
 
 from src.ops.batch_norm import BatchNorm2d
 from src.ops.depthwise import DepthwiseConv2d
+from src.ops.conv import ActivatedConv2d
 
 BN_MOMENTUM = 0.97
 BN_EPS = 1e-3
@@ -17,7 +18,8 @@ class ConvBNReLU6(nn.Cell):
                  groups: int = 1):
         super().__init__()
         # Symmetric explicit padding (not 'same') keeps exported graphs simple and ONNX-friendly.
-        conv = DepthwiseConv2d if groups == in_channels == out_channels and groups > 1 else nn.Conv2d
+        # Both conv classes can take the ReLU6 when inference folds the BatchNorm into them.
+        conv = DepthwiseConv2d if groups == in_channels == out_channels and groups > 1 else ActivatedConv2d
         self.features = nn.SequentialCell([
             conv(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
                       padding=(kernel_size - 1) // 2, group=groups, has_bias=False),

@@ -24,40 +24,48 @@ def load_inference_network(cfg, api, ckpt_path: str):
     return net
 
 
-def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A conv with bias computing conv followed by bn (in inference mode), of the same class and
-    on the same operators (a conv on a CPU kernel keeps it; one built with MindSpore's own
-    operators, e.g. for export, does not gain it)."""
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: str | None) -> nn.Conv2d:
+    """A conv with bias computing conv followed by bn (in inference mode) and `activation`, of
+    the same class and on the same operators (a conv on a CPU kernel keeps it; one built with
+    MindSpore's own operators, e.g. for export, does not gain it)."""
     scale = bn.gamma.asnumpy() / np.sqrt(bn.moving_variance.asnumpy() + bn.eps)
     weight = conv.weight.asnumpy() * scale.reshape(-1, 1, 1, 1)
     bias = bn.beta.asnumpy() - bn.moving_mean.asnumpy() * scale
     if conv.has_bias:
         bias = bias + conv.bias.asnumpy() * scale
-    same_operators = contextlib.nullcontext() if getattr(conv, "use_cpu_kernel", False) else standard_operators()
+    same_operators = contextlib.nullcontext() if getattr(conv, "built_with_kernels", False) else standard_operators()
+    extra = {"activation": activation} if activation is not None else {}
     with same_operators:
         return type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.pad_mode,
                           conv.padding, conv.dilation, conv.group, has_bias=True,
                           weight_init=ms.Tensor(weight.astype(np.float32)),
-                          bias_init=ms.Tensor(bias.astype(np.float32)))
+                          bias_init=ms.Tensor(bias.astype(np.float32)), **extra)
 
 
 def fold_batchnorm(net: nn.Cell) -> int:
-    """Fold every BatchNorm2d that directly follows a Conv2d in a SequentialCell into the conv
-    (its fused activation, if any, stays as a cell of its own).
+    """Fold every BatchNorm2d that directly follows a Conv2d in a SequentialCell into the conv.
 
-    Exact in inference mode and removes a pass over every feature map; only for networks that
-    will not be trained again. Returns the number of folded pairs.
+    A BatchNorm's fused activation moves into the conv when the conv's class can fuse it
+    (`FUSED_ACTIVATIONS`: the CPU kernels apply it before the output leaves cache), else it
+    stays as a cell of its own. Exact in inference mode and removes one or two passes over
+    every feature map; only for networks that will not be trained again. Returns the number of
+    folded pairs.
     """
     folded = 0
     for _, cell in net.cells_and_names():
         if not isinstance(cell, nn.SequentialCell):
             continue
         for i in range(len(cell) - 1):
-            if isinstance(cell[i], nn.Conv2d) and isinstance(cell[i + 1], nn.BatchNorm2d):
-                bn = cell[i + 1]
-                cell[i] = _folded_conv(cell[i], bn)
-                # A BatchNorm with a fused activation leaves the activation behind.
-                cell[i + 1] = bn.activation_cell() if hasattr(bn, "activation_cell") else nn.Identity()
+            # A conv that already applies an activation cannot take the BatchNorm after it.
+            if (isinstance(cell[i], nn.Conv2d) and isinstance(cell[i + 1], nn.BatchNorm2d)
+                    and getattr(cell[i], "activation", None) is None):
+                conv, bn = cell[i], cell[i + 1]
+                activation = getattr(bn, "activation", None)
+                if activation is not None and activation in getattr(conv, "FUSED_ACTIVATIONS", ()):
+                    cell[i], cell[i + 1] = _folded_conv(conv, bn, activation), nn.Identity()
+                else:
+                    cell[i] = _folded_conv(conv, bn, None)
+                    cell[i + 1] = bn.activation_cell() if activation is not None else nn.Identity()
                 folded += 1
     return folded
 

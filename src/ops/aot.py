@@ -39,12 +39,15 @@ def standard_operators():
         _cells_may_use_kernels = previous
 
 
+def kernels_allowed() -> bool:
+    """Whether a cell being built now may use the CPU kernels: on CPU, outside `standard_operators()`."""
+    return _cells_may_use_kernels and ms.get_context("device_target") == "CPU"
+
+
 def library_for_cell(name: str) -> str | None:
     """The kernel library a cell being built now should use, or None for the standard operators:
-    only on CPU, outside `standard_operators()`, and when the library builds."""
-    if not _cells_may_use_kernels or ms.get_context("device_target") != "CPU":
-        return None
-    return load_library(name)
+    when `kernels_allowed()` and the library builds."""
+    return load_library(name) if kernels_allowed() else None
 
 
 def cache_dir() -> str:

@@ -16,13 +16,9 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from . import aot
+from .activation import ACTIVATIONS, lookup
 
 _LIBRARY = "batch_norm"
-# activation -> (the kernel's clamp (low, high), the op applied off the kernel, the cell left
-# behind when the normalisation is folded into a conv).
-_ACTIVATIONS = {None: ((-np.inf, np.inf), ops.identity, nn.Identity),
-                "relu": ((0.0, np.inf), ops.relu, nn.ReLU),
-                "relu6": ((0.0, 6.0), ops.relu6, nn.ReLU6)}
 
 
 def _custom_ops(library: str) -> ops.Custom:
@@ -53,10 +49,9 @@ class BatchNorm2d(nn.BatchNorm2d):
                  activation: str | None = None):
         super().__init__(num_features, eps, momentum, affine, gamma_init, beta_init, moving_mean_init,
                          moving_var_init)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"BatchNorm2d activation must be one of {list(_ACTIVATIONS)}, got {activation!r}")
+        fused = lookup(activation, "BatchNorm2d")
         self.activation = activation
-        clamp, self.act, _ = _ACTIVATIONS[activation]
+        clamp, self.act = fused.clamp, fused.op
         library = aot.library_for_cell(_LIBRARY)
         self.use_cpu_kernel = library is not None
         if self.use_cpu_kernel:
@@ -66,7 +61,7 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def activation_cell(self) -> nn.Cell:
         """The activation alone, for when the normalisation is folded into a conv."""
-        return _ACTIVATIONS[self.activation][2]()
+        return ACTIVATIONS[self.activation].cell()
 
     def construct(self, x):
         if not self.training:

@@ -5,27 +5,32 @@ MindSpore's CPU backend runs a depthwise Conv2D through oneDNN as one small GEMM
 batch 8 while holding under 1% of its multiply-adds. `DepthwiseConv2d` computes the same thing
 (forward, input and weight gradients) with the loops in ``kernels/depthwise_conv.cc`` when
 running on CPU, and is plain ``nn.Conv2d`` on Ascend and GPU, for exported graphs and when
-the kernel cannot be built.
+the kernel cannot be built. With a bias and an `activation` (what folding a BatchNorm with a
+fused activation into it gives, src/engine/inference.fold_batchnorm), inference adds the bias and
+applies the activation to each plane in the same kernel call.
 """
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from . import aot
+from .activation import ACTIVATIONS
+from .conv import ActivatedConv2d
 
 _LIBRARY = "depthwise_conv"
 _SUPPORTED_STRIDES = (1, 2)
 
 
+def _output_shape(x, w, stride: int) -> list:
+    k = w[2]
+    pad = k // 2
+    return [x[0], x[1], (x[2] + 2 * pad - k) // stride + 1, (x[3] + 2 * pad - k) // stride + 1]
+
+
 def _custom_ops(library: str, stride: int) -> ops.Custom:
     """Forward Custom op (with its bprop) for one stride."""
     suffix = f"S{stride}"
-
-    def forward_shape(x, w):
-        k = w[2]
-        pad = k // 2
-        return [x[0], x[1], (x[2] + 2 * pad - k) // stride + 1, (x[3] + 2 * pad - k) // stride + 1]
 
     grad_input = ops.Custom(f"{library}:DepthwiseBackwardInput{suffix}", out_shape=lambda dy, w, x: x,
                             out_dtype=lambda dy, w, x: dy, func_type="aot")
@@ -35,23 +40,24 @@ def _custom_ops(library: str, stride: int) -> ops.Custom:
     def bprop(x, w, out, dout):
         return grad_input(dout, w, x), grad_weight(dout, x, w)
 
-    return ops.Custom(f"{library}:DepthwiseForward{suffix}", out_shape=forward_shape,
+    return ops.Custom(f"{library}:DepthwiseForward{suffix}", out_shape=lambda x, w: _output_shape(x, w, stride),
                       out_dtype=lambda x, w: x, func_type="aot", bprop=bprop)
 
 
-class DepthwiseConv2d(nn.Conv2d):
+class DepthwiseConv2d(ActivatedConv2d):
     """``nn.Conv2d`` with ``group == in_channels == out_channels`` (same arguments, parameters
     and checkpoints) that runs on CPU through the custom kernel when its geometry allows:
     float32 input and weight, square odd kernel, symmetric padding of kernel_size // 2 ('pad' mode), stride 1
-    or 2 in both directions, no dilation."""
+    or 2 in both directions, no dilation. `activation` (None, "relu" or "relu6") follows the conv."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode: str = "pad",
-                 padding=0, dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None):
+                 padding=0, dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None,
+                 activation: str | None = None):
         if not in_channels == out_channels == group:
             raise ValueError(f"DepthwiseConv2d needs in_channels == out_channels == group, "
                              f"got {in_channels}, {out_channels}, {group}")
         super().__init__(in_channels, out_channels, kernel_size, stride, pad_mode, padding, dilation, group,
-                         has_bias, weight_init, bias_init)
+                         has_bias, weight_init, bias_init, activation)
         k = self.kernel_size[0]
         pads = (self.padding,) * 4 if isinstance(self.padding, int) else tuple(self.padding)
         geometry_ok = (self.kernel_size == (k, k) and k % 2 == 1 and self.pad_mode == "pad"
@@ -59,15 +65,19 @@ class DepthwiseConv2d(nn.Conv2d):
                        and self.stride[0] == self.stride[1] and self.stride[0] in _SUPPORTED_STRIDES)
         library = aot.library_for_cell(_LIBRARY) if geometry_ok else None
         self.use_cpu_kernel = library is not None
+        self.depthwise_fuses_bias_activation = self.use_cpu_kernel and has_bias and activation is not None
         if self.use_cpu_kernel:
             self.depthwise = _custom_ops(library, self.stride[0])
+        if self.depthwise_fuses_bias_activation:
+            stride = self.stride[0]
+            suffix = ACTIVATIONS[activation].kernel_suffix
+            self.depthwise_bias_act = ops.Custom(f"{library}:DepthwiseBias{suffix}S{stride}",
+                                                 out_shape=lambda x, w, b: _output_shape(x, w, stride),
+                                                 out_dtype=lambda x, w, b: x, func_type="aot")
 
     def construct(self, x):
         # The kernel is float32 only (mixed precision casts to float16).
-        if self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32:
-            output = self.depthwise(x, self.weight)
-        else:
-            output = self.conv2d(x, self.weight)
-        if self.has_bias:
-            output = self.bias_add(output, self.bias)
-        return output
+        on_kernel = self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32
+        if on_kernel and self.depthwise_fuses_bias_activation and not self.training:
+            return self.depthwise_bias_act(x, self.weight, self.bias)
+        return self.add_bias_and_activate(self.depthwise(x, self.weight) if on_kernel else self.conv2d(x, self.weight))

@@ -16,9 +16,10 @@ kernel cannot be built it is plain ``nn.Conv2d``.
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import ops
 
 from . import aot
+from .conv import ActivatedConv2d
 
 _LIBRARY = "winograd"
 # Output tile side m (2 or 4). F(4, 3) does 4x fewer multiply-adds than the direct
@@ -76,16 +77,18 @@ def _custom_ops(library: str, tile: int) -> tuple[ops.Custom, ops.Custom, ops.Cu
     return filter_transform, input_transform, output_transform
 
 
-class WinogradConv2d(nn.Conv2d):
+class WinogradConv2d(ActivatedConv2d):
     """``nn.Conv2d`` (same arguments, parameters and checkpoints) that runs a 3x3, stride-1,
     padding-1 ('same' or 'pad' with padding 1), ungrouped, undilated float32 convolution
     through Winograd F(TILE x TILE, 3x3) on CPU when it is faster (at least MIN_IN_CHANNELS inputs and
-    MIN_TILES output tiles in the batch); any other geometry, size, device or dtype uses Conv2D."""
+    MIN_TILES output tiles in the batch); any other geometry, size, device or dtype uses Conv2D.
+    `activation` (None, "relu" or "relu6") follows the conv."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode: str = "same",
-                 padding=0, dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None):
+                 padding=0, dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None,
+                 activation: str | None = None):
         super().__init__(in_channels, out_channels, kernel_size, stride, pad_mode, padding, dilation, group,
-                         has_bias, weight_init, bias_init)
+                         has_bias, weight_init, bias_init, activation)
         pads = (self.padding,) * 4 if isinstance(self.padding, int) else tuple(self.padding)
         same_size = self.pad_mode == "same" or (self.pad_mode == "pad" and pads == (1, 1, 1, 1))
         geometry_ok = (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
@@ -104,9 +107,7 @@ class WinogradConv2d(nn.Conv2d):
             output = self.winograd(x)
         else:
             output = self.conv2d(x, self.weight)
-        if self.has_bias:
-            output = self.bias_add(output, self.bias)
-        return output
+        return self.add_bias_and_activate(output)
 
     def winograd(self, x):
         """The convolution of x with self.weight, computed as described in the module docstring."""
