@@ -306,6 +306,36 @@ def test_folding_moves_the_activation_into_the_conv(conv_kind, activation, built
     np.testing.assert_allclose(training(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("stride,built_for_export", [(1, False), (2, False), (1, True)])
+def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kernel(stride, built_for_export,
+                                                                                  graph_mode):
+    """After folding, the depthwise kernel applies the expansion's bias and ReLU6 as it reads
+    its input; outputs stay those of the unfolded block (in inference and training mode)."""
+    from src.backbone.mobilenet_v2 import InvertedResidual
+    operators = standard_operators() if built_for_export else contextlib.nullcontext()
+    with operators:
+        block = InvertedResidual(8, 8, stride, 6)
+    rng = np.random.default_rng(10)
+    for p in block.get_parameters():
+        if p.name.endswith("moving_variance") or p.name.endswith("gamma"):
+            p.set_data(ms.Tensor(rng.uniform(0.5, 2, p.shape).astype(np.float32)))
+        elif p.name.endswith("weight"):
+            p.set_data(ms.Tensor(rng.normal(0, 0.5, p.shape).astype(np.float32)))
+        else:  # beta and moving mean: shifts that make ReLU6 clip at both ends
+            p.set_data(ms.Tensor(rng.normal(0, 2, p.shape).astype(np.float32)))
+    x = ms.Tensor(rng.standard_normal((2, 8, 12, 12)).astype(np.float32))
+    block.set_train(False)
+    before = block(x).asnumpy()
+    assert fold_batchnorm(block) == 3
+    expand, depthwise = block.conv[0].features[0], block.conv[1].features[0]
+    assert depthwise.takes_input_bias_activation is not built_for_export
+    assert expand.bias_and_activation_moved is not built_for_export
+    for training in (False, True):
+        fresh = nn.SequentialCell([block])  # a compiled graph would not see the fused cells
+        fresh.set_train(training)
+        np.testing.assert_allclose(fresh(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+
+
 def test_a_conv_with_its_own_activation_does_not_take_a_batchnorm():
     cell = nn.SequentialCell([ActivatedConv2d(3, 4, 1, activation="relu"), nn.BatchNorm2d(4)])
     assert fold_batchnorm(cell) == 0

@@ -37,8 +37,9 @@ class InvertedResidual(nn.Cell):
         super().__init__()
         hidden = int(round(in_channels * expand_ratio))
         self.use_residual = stride == 1 and in_channels == out_channels
+        self.expands = expand_ratio != 1
         layers = []
-        if expand_ratio != 1:
+        if self.expands:
             layers.append(ConvBNReLU6(in_channels, hidden, kernel_size=1))
         layers += [
             ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
@@ -46,6 +47,15 @@ class InvertedResidual(nn.Cell):
             BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
         ]
         self.conv = nn.SequentialCell(layers)
+
+    def fuse_for_inference(self) -> int:
+        """Called by fold_batchnorm once the BatchNorms are folded: the depthwise kernel applies
+        the expansion's bias and ReLU6 as it reads the expanded map (which feeds nothing else),
+        saving a pass over the block's largest feature map. Returns the number of fusions (0 or 1)."""
+        if not self.expands:
+            return 0
+        expand, depthwise = self.conv[0].features[0], self.conv[1].features[0]
+        return int(depthwise.take_input_bias_and_activation(expand))
 
     def construct(self, x):
         if self.use_residual:

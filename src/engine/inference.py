@@ -47,9 +47,10 @@ def fold_batchnorm(net: nn.Cell) -> int:
 
     A BatchNorm's fused activation moves into the conv when the conv's class can fuse it
     (`FUSED_ACTIVATIONS`: the CPU kernels apply it before the output leaves cache), else it
-    stays as a cell of its own. Exact in inference mode and removes one or two passes over
-    every feature map; only for networks that will not be trained again. Returns the number of
-    folded pairs.
+    stays as a cell of its own. Then every cell with a `fuse_for_inference()` method (a block
+    that knows which of its outputs feed only one conv) fuses further. Exact in inference mode
+    and removes one or two passes over every feature map; only for networks that will not be
+    trained again. Returns the number of folded pairs.
     """
     folded = 0
     for _, cell in net.cells_and_names():
@@ -67,6 +68,9 @@ def fold_batchnorm(net: nn.Cell) -> int:
                     cell[i] = _folded_conv(conv, bn, None)
                     cell[i + 1] = bn.activation_cell() if activation is not None else nn.Identity()
                 folded += 1
+    for _, cell in net.cells_and_names():
+        if hasattr(cell, "fuse_for_inference"):
+            cell.fuse_for_inference()
     return folded
 
 

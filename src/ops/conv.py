@@ -33,6 +33,8 @@ class ActivatedConv2d(nn.Conv2d):
         self.act = fused.op
         # Read by fold_batchnorm, which rebuilds the conv on the same kind of operators.
         self.built_with_kernels = aot.kernels_allowed()
+        # Set when the conv reading this one's output applies the bias and activation (inference).
+        self.bias_and_activation_moved = False
         library = aot.library_for_cell(_LIBRARY) if has_bias and activation is not None else None
         self.fuses_bias_activation = library is not None
         if self.fuses_bias_activation:
@@ -44,6 +46,8 @@ class ActivatedConv2d(nn.Conv2d):
 
     def add_bias_and_activate(self, output):
         """The bias (if any) and the activation (if any) applied to the convolution's output."""
+        if self.bias_and_activation_moved and not self.training:
+            return output
         if self.fuses_bias_activation and not self.training and output.dtype == ms.float32:
             return self.bias_activation(output, self.bias)
         if self.has_bias:

@@ -65,7 +65,9 @@ class DepthwiseConv2d(ActivatedConv2d):
                        and self.stride[0] == self.stride[1] and self.stride[0] in _SUPPORTED_STRIDES)
         library = aot.library_for_cell(_LIBRARY) if geometry_ok else None
         self.use_cpu_kernel = library is not None
+        self.library = library
         self.depthwise_fuses_bias_activation = self.use_cpu_kernel and has_bias and activation is not None
+        self.takes_input_bias_activation = False
         if self.use_cpu_kernel:
             self.depthwise = _custom_ops(library, self.stride[0])
         if self.depthwise_fuses_bias_activation:
@@ -75,9 +77,29 @@ class DepthwiseConv2d(ActivatedConv2d):
                                                  out_shape=lambda x, w, b: _output_shape(x, w, stride),
                                                  out_dtype=lambda x, w, b: x, func_type="aot")
 
+    def take_input_bias_and_activation(self, producer: ActivatedConv2d) -> bool:
+        """Apply the bias and activation of `producer`, the conv whose output is this conv's
+        only input, in this conv's kernel as it reads that input (CPU inference after BatchNorm
+        folding, 3x3 kernels): one pass fewer over a large feature map. Returns whether it did."""
+        if not (self.depthwise_fuses_bias_activation and self.kernel_size == (3, 3)
+                and producer.fuses_bias_activation and producer.out_channels == self.in_channels):
+            return False
+        suffix = ACTIVATIONS[self.activation].kernel_suffix
+        in_suffix = ACTIVATIONS[producer.activation].kernel_suffix
+        stride = self.stride[0]
+        self.depthwise_in_bias_act = ops.Custom(f"{self.library}:DepthwiseIn{in_suffix}Bias{suffix}S{stride}",
+                                                out_shape=lambda x, w, b_in, b: _output_shape(x, w, stride),
+                                                out_dtype=lambda x, w, b_in, b: x, func_type="aot")
+        self.input_bias = producer.bias  # the same Parameter: the producer no longer reads it
+        self.takes_input_bias_activation = True
+        producer.bias_and_activation_moved = True
+        return True
+
     def construct(self, x):
         # The kernel is float32 only (mixed precision casts to float16).
         on_kernel = self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32
+        if on_kernel and self.takes_input_bias_activation and not self.training:
+            return self.depthwise_in_bias_act(x, self.weight, self.input_bias, self.bias)
         if on_kernel and self.depthwise_fuses_bias_activation and not self.training:
             return self.depthwise_bias_act(x, self.weight, self.bias)
         return self.add_bias_and_activate(self.depthwise(x, self.weight) if on_kernel else self.conv2d(x, self.weight))

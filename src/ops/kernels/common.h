@@ -1,5 +1,5 @@
-// What the CPU kernels share: the aot entry-point convention, a dtype check and a minimal
-// parallel-for.
+// What the CPU kernels share: the aot entry-point convention, a dtype check, per-thread scratch
+// memory and a minimal parallel-for.
 //
 // Why not OpenMP for the parallel-for: after a parallel region its worker threads keep spinning, and on a small
 // machine they take a core from the MindSpore operators that run next (the kernels made
@@ -42,6 +42,15 @@ inline bool all_float32(const char** dtypes, int first, int last) {
   for (int i = first; i < last; ++i)
     if (std::strcmp(dtypes[i], "float32") != 0) return false;
   return true;
+}
+
+// Scratch memory of the calling thread, grown as needed and reused across planes and calls;
+// Slot tells apart the buffers one thread uses at the same time.
+template <int Slot>
+float* scratch(int64_t size) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
 }
 
 // Calls fn(i) for every i in [0, n), split into contiguous ranges over the usable cores;

@@ -82,15 +82,6 @@ struct Tiles {
   int64_t lanes() const { return round_up(tw, kLanes); }
 };
 
-// Scratch memory of the calling thread, grown as needed and reused across planes and calls;
-// Slot tells apart the buffers one thread uses at the same time.
-template <int Slot>
-float* scratch(int64_t size) {
-  thread_local std::vector<float> buffer;
-  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
-  return buffer.data();
-}
-
 // Calls plane_fn(plane, tiles, stride) for every (image, channel) plane, where `plane` is the
 // plane's offset in NCHW data and tiles[position * stride + t] is its tile t at that position
 // of the tile array `array` ((m+2)^2 positions, C, T).
@@ -110,7 +101,7 @@ void for_each_plane(const Tiles& g, float* array, F plane_fn) {
   ms_zoo::parallel_for(g.c * groups, g.c * g.n * g.h * g.w * 16, [&](int64_t item) {
     const int64_t channel = item / groups, first = item % groups * group;
     const int64_t images = std::min(group, g.n - first), count = images * per_image;
-    float* stage = scratch<1>(positions * count);
+    float* stage = ms_zoo::scratch<1>(positions * count);
     float* part = array + channel * T + first * per_image;
     if (Reads)
       for (int pos = 0; pos < positions; ++pos)
@@ -142,7 +133,7 @@ void input_plane(const Tiles& g, const float* x, float* base, int64_t position_s
   constexpr int a = Mat::a;
   const PhasedPlane<M> plane(g);
   const int64_t row = plane.row;
-  float* phased = scratch<0>(plane.size + a * row);
+  float* phased = ms_zoo::scratch<0>(plane.size + a * row);
   float* rows = phased + plane.size;
   std::fill_n(phased, plane.size, 0.f);
   for (int64_t y = 0; y < g.h; ++y)
@@ -177,7 +168,7 @@ void input_adjoint_plane(const Tiles& g, const float* base, int64_t position_str
   constexpr int a = Mat::a;
   const PhasedPlane<M> plane(g);
   const int64_t row = plane.row;
-  float* phased = scratch<0>(plane.size + a * row);
+  float* phased = ms_zoo::scratch<0>(plane.size + a * row);
   float* rows = phased + plane.size;
   std::fill_n(phased, plane.size, 0.f);
   for (int64_t ti = 0; ti < g.th; ++ti) {
