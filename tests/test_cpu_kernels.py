@@ -334,6 +334,12 @@ def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kerne
         fresh = nn.SequentialCell([block])  # a compiled graph would not see the fused cells
         fresh.set_train(training)
         np.testing.assert_allclose(fresh(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+    # Off the kernel (as with float16 input) the depthwise conv still applies the expansion's
+    # bias and activation itself.
+    depthwise.use_cpu_kernel = False
+    fresh = nn.SequentialCell([block])
+    fresh.set_train(False)
+    np.testing.assert_allclose(fresh(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
 
 
 def test_a_conv_with_its_own_activation_does_not_take_a_batchnorm():

@@ -91,6 +91,7 @@ class DepthwiseConv2d(ActivatedConv2d):
                                                 out_shape=lambda x, w, b_in, b: _output_shape(x, w, stride),
                                                 out_dtype=lambda x, w, b_in, b: x, func_type="aot")
         self.input_bias = producer.bias  # the same Parameter: the producer no longer reads it
+        self.input_act = ACTIVATIONS[producer.activation].op
         self.takes_input_bias_activation = True
         producer.bias_and_activation_moved = True
         return True
@@ -98,8 +99,11 @@ class DepthwiseConv2d(ActivatedConv2d):
     def construct(self, x):
         # The kernel is float32 only (mixed precision casts to float16).
         on_kernel = self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32
-        if on_kernel and self.takes_input_bias_activation and not self.training:
-            return self.depthwise_in_bias_act(x, self.weight, self.input_bias, self.bias)
+        if self.takes_input_bias_activation and not self.training:
+            if on_kernel:
+                return self.depthwise_in_bias_act(x, self.weight, self.input_bias, self.bias)
+            # Off the kernel (e.g. float16 input) the producer's bias and activation still apply.
+            x = self.input_act(self.bias_add(x, self.input_bias))
         if on_kernel and self.depthwise_fuses_bias_activation and not self.training:
             return self.depthwise_bias_act(x, self.weight, self.bias)
         return self.add_bias_and_activate(self.depthwise(x, self.weight) if on_kernel else self.conv2d(x, self.weight))
