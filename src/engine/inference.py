@@ -11,6 +11,7 @@ from mindspore import nn
 
 from src.engine.checkpoint import load_weights
 from src.ops.aot import standard_operators
+from src.ops.conv import ActivatedConv2d
 
 
 def load_inference_network(cfg, api, ckpt_path: str):
@@ -45,8 +46,8 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: str | None) ->
 def fold_batchnorm(net: nn.Cell) -> int:
     """Fold every BatchNorm2d that directly follows a Conv2d in a SequentialCell into the conv.
 
-    A BatchNorm's fused activation moves into the conv when the conv's class can fuse it
-    (`FUSED_ACTIVATIONS`: the CPU kernels apply it before the output leaves cache), else it
+    A BatchNorm's fused activation moves into the conv when the conv is an `ActivatedConv2d`
+    (on CPU its kernels apply it before the output leaves cache), else it
     stays as a cell of its own. Then every cell with a `fuse_for_inference()` method (a block
     that knows which of its outputs feed only one conv) fuses further. Exact in inference mode
     and removes one or two passes over every feature map; only for networks that will not be
@@ -62,7 +63,7 @@ def fold_batchnorm(net: nn.Cell) -> int:
                     and getattr(cell[i], "activation", None) is None):
                 conv, bn = cell[i], cell[i + 1]
                 activation = getattr(bn, "activation", None)
-                if activation is not None and activation in getattr(conv, "FUSED_ACTIVATIONS", ()):
+                if activation is not None and isinstance(conv, ActivatedConv2d):
                     cell[i], cell[i + 1] = _folded_conv(conv, bn, activation), nn.Identity()
                 else:
                     cell[i] = _folded_conv(conv, bn, None)

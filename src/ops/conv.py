@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from . import aot
-from .activation import ACTIVATIONS, lookup
+from .activation import lookup
 
 _LIBRARY = "bias_activation"
 
@@ -20,8 +20,6 @@ class ActivatedConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same arguments, parameters and checkpoints) followed by `activation`
     (None, "relu" or "relu6"). Subclasses that compute the convolution their own way finish
     with `add_bias_and_activate`."""
-
-    FUSED_ACTIVATIONS = tuple(ACTIVATIONS)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode: str = "same",
                  padding=0, dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None,

@@ -28,6 +28,12 @@ def _output_shape(x, w, stride: int) -> list:
     return [x[0], x[1], (x[2] + 2 * pad - k) // stride + 1, (x[3] + 2 * pad - k) // stride + 1]
 
 
+def _inference_op(library: str, name: str, stride: int) -> ops.Custom:
+    """An inference-only forward (x, weight, bias inputs...) -> y of the kernel library."""
+    return ops.Custom(f"{library}:{name}S{stride}", out_shape=lambda x, w, *biases: _output_shape(x, w, stride),
+                      out_dtype=lambda x, *rest: x, func_type="aot")
+
+
 def _custom_ops(library: str, stride: int) -> ops.Custom:
     """Forward Custom op (with its bprop) for one stride."""
     suffix = f"S{stride}"
@@ -71,11 +77,8 @@ class DepthwiseConv2d(ActivatedConv2d):
         if self.use_cpu_kernel:
             self.depthwise = _custom_ops(library, self.stride[0])
         if self.depthwise_fuses_bias_activation:
-            stride = self.stride[0]
-            suffix = ACTIVATIONS[activation].kernel_suffix
-            self.depthwise_bias_act = ops.Custom(f"{library}:DepthwiseBias{suffix}S{stride}",
-                                                 out_shape=lambda x, w, b: _output_shape(x, w, stride),
-                                                 out_dtype=lambda x, w, b: x, func_type="aot")
+            self.depthwise_bias_act = _inference_op(
+                library, f"DepthwiseBias{ACTIVATIONS[activation].kernel_suffix}", self.stride[0])
 
     def take_input_bias_and_activation(self, producer: ActivatedConv2d) -> bool:
         """Apply the bias and activation of `producer`, the conv whose output is this conv's
@@ -84,12 +87,9 @@ class DepthwiseConv2d(ActivatedConv2d):
         if not (self.depthwise_fuses_bias_activation and self.kernel_size == (3, 3)
                 and producer.fuses_bias_activation and producer.out_channels == self.in_channels):
             return False
-        suffix = ACTIVATIONS[self.activation].kernel_suffix
-        in_suffix = ACTIVATIONS[producer.activation].kernel_suffix
-        stride = self.stride[0]
-        self.depthwise_in_bias_act = ops.Custom(f"{self.library}:DepthwiseIn{in_suffix}Bias{suffix}S{stride}",
-                                                out_shape=lambda x, w, b_in, b: _output_shape(x, w, stride),
-                                                out_dtype=lambda x, w, b_in, b: x, func_type="aot")
+        name = (f"DepthwiseIn{ACTIVATIONS[producer.activation].kernel_suffix}"
+                f"Bias{ACTIVATIONS[self.activation].kernel_suffix}")
+        self.depthwise_in_bias_act = _inference_op(self.library, name, self.stride[0])
         self.input_bias = producer.bias  # the same Parameter: the producer no longer reads it
         self.input_act = ACTIVATIONS[producer.activation].op
         self.takes_input_bias_activation = True

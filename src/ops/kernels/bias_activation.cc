@@ -7,15 +7,13 @@
 //
 // Entry points (aot convention, MS_ZOO_AOT_ENTRY in common.h):
 //   BiasRelu, BiasRelu6:  x (N, C, ...), bias (C) -> y (N, C, ...)
-#include <algorithm>
 #include <cstdint>
-#include <limits>
 
 #include "common.h"
 
 namespace {
 
-// params: x, bias, y. High: the upper clamp (infinity for ReLU).
+// params: x, bias, y. Activation: 1 ReLU, 6 ReLU6.
 template <int Activation>
 int bias_activation(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
   if (nparam != 3 || !ms_zoo::all_float32(dtypes, 0, 3) || ndims[0] < 2 || ndims[1] != 1 ||
@@ -27,14 +25,14 @@ int bias_activation(int nparam, void** params, int* ndims, int64_t** shapes, con
   const float* x = static_cast<const float*>(params[0]);
   const float* bias = static_cast<const float*>(params[1]);
   float* y = static_cast<float*>(params[2]);
-  constexpr float high = Activation == 6 ? 6.f : std::numeric_limits<float>::infinity();
+  constexpr float high = ms_zoo::clamp_high(Activation);
   // One add and one clamp per float, vectorised: a thread start (~75 us here) pays off only from
   // a few hundred thousand floats per thread, not from parallel_for's default of 32k operations.
   ms_zoo::parallel_for(planes, planes * plane / 8, [&](int64_t p) {
     const float b = bias[p % channels];
     const float* xp = x + p * plane;
     float* yp = y + p * plane;
-    for (int64_t i = 0; i < plane; ++i) yp[i] = std::min(std::max(xp[i] + b, 0.f), high);
+    for (int64_t i = 0; i < plane; ++i) yp[i] = ms_zoo::bias_clamp(xp[i], b, high);
   });
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -43,6 +44,14 @@ inline bool all_float32(const char** dtypes, int first, int last) {
     if (std::strcmp(dtypes[i], "float32") != 0) return false;
   return true;
 }
+
+// Upper clamp of a fused activation: 1 ReLU, 6 ReLU6 (0, none, never reaches a clamp).
+constexpr float clamp_high(int activation) {
+  return activation == 6 ? 6.f : std::numeric_limits<float>::infinity();
+}
+
+// A folded BatchNorm's bias followed by a ReLU/ReLU6 clamp to [0, high].
+inline float bias_clamp(float v, float bias, float high) { return std::min(std::max(v + bias, 0.f), high); }
 
 // Scratch memory of the calling thread, grown as needed and reused across planes and calls;
 // Slot tells apart the buffers one thread uses at the same time.

@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
-#include <limits>
 
 #include "common.h"
 
@@ -57,9 +56,9 @@ void forward_plane(const Geometry& g, const float* x, const float* wk, float* y)
 // [0, high] are applied before the store; with InAct, in_bias and the clamp to [0, in_high] are
 // applied to the input as it is copied (the bias and activation of the 1x1 convolution before
 // this one, which then need no pass of their own).
-template <int S, bool Act, bool InAct = false>
+template <int S, bool Act, bool InAct>
 void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float* y, float bias, float high,
-                       float in_bias = 0.f, float in_high = 0.f) {
+                       float in_bias, float in_high) {
   const int64_t row = g.w + 2;  // floats per padded row
   float* padded = ms_zoo::scratch<0>((g.h + 2) * row);
   std::memset(padded, 0, sizeof(float) * row);
@@ -69,7 +68,7 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
     const float* src = x + r * g.w;
     dst[0] = dst[g.w + 1] = 0.f;
     if (InAct) {
-      for (int64_t c = 0; c < g.w; ++c) dst[c + 1] = std::min(std::max(src[c] + in_bias, 0.f), in_high);
+      for (int64_t c = 0; c < g.w; ++c) dst[c + 1] = ms_zoo::bias_clamp(src[c], in_bias, in_high);
     } else {
       std::memcpy(dst + 1, src, sizeof(float) * g.w);
     }
@@ -85,7 +84,7 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
       const int64_t i = ox * S;
       float v = w0 * r0[i] + w1 * r0[i + 1] + w2 * r0[i + 2] + w3 * r1[i] + w4 * r1[i + 1] + w5 * r1[i + 2] +
                 w6 * r2[i] + w7 * r2[i + 1] + w8 * r2[i + 2];
-      if (Act) v = std::min(std::max(v + bias, 0.f), high);
+      if (Act) v = ms_zoo::bias_clamp(v, bias, high);
       yr[ox] = v;
     }
   }
@@ -159,72 +158,39 @@ bool shapes_ok(int nparam, int* ndims, const char** dtypes, int expected) {
   return true;
 }
 
-// params: x, weight, y.
-template <int S>
+// Forward, optionally with the epilogue and prologue of inference after BatchNorm folding.
+// Activation (0: none, 1: ReLU, 6: ReLU6) != 0: the folded BatchNorm's bias and the activation
+// after it are applied to each plane while it is in cache (one pass over the output instead of
+// three). InActivation != 0 (3x3 kernels only): x is the output of the 1x1 convolution before
+// this one without its bias and activation, which are applied as the plane is read.
+// params: x (N, C, H, W), weight (C, 1, K, K), [in_bias (C) if InActivation], [bias (C) if
+// Activation], y.
+template <int S, int InActivation, int Activation>
 int forward(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
-  if (!shapes_ok(nparam, ndims, dtypes, 3)) return 1;
-  const Geometry g = geometry(shapes, 0, 1, 2, S);
+  constexpr int biases = (InActivation != 0) + (Activation != 0);
+  if (nparam != 3 + biases || !ms_zoo::all_float32(dtypes, 0, nparam)) return 1;
+  for (int i = 0; i < nparam; ++i)
+    if (ndims[i] != (i >= 2 && i < 2 + biases ? 1 : 4)) return 1;
+  const Geometry g = geometry(shapes, 0, 1, nparam - 1, S);
+  if (InActivation && g.k != 3) return 1;
   const float* x = static_cast<const float*>(params[0]);
   const float* w = static_cast<const float*>(params[1]);
-  float* y = static_cast<float*>(params[2]);
+  const float* in_bias = InActivation ? static_cast<const float*>(params[2]) : nullptr;
+  const float* bias = Activation ? static_cast<const float*>(params[nparam - 2]) : nullptr;
+  float* y = static_cast<float*>(params[nparam - 1]);
+  constexpr float high = ms_zoo::clamp_high(Activation), in_high = ms_zoo::clamp_high(InActivation);
   ms_zoo::parallel_for(g.n * g.c, g.n * g.c * g.oh * g.ow * g.k * g.k, [&](int64_t p) {
-    if (g.k == 3)
-      forward_plane_3x3<S, false>(g, x + p * g.h * g.w, w + (p % g.c) * 9, y + p * g.oh * g.ow, 0.f, 0.f);
-    else
-      forward_plane<S>(g, x + p * g.h * g.w, w + (p % g.c) * g.k * g.k, y + p * g.oh * g.ow);
-  });
-  return 0;
-}
-
-constexpr float clamp_high(int activation) {
-  return activation == 6 ? 6.f : std::numeric_limits<float>::infinity();
-}
-
-// Inference with the folded BatchNorm's bias and the activation after it applied to each plane
-// while it is in cache (one pass over the output instead of three).
-// params: x, weight, bias (C), y. Activation: 1 ReLU, 6 ReLU6.
-template <int S, int Activation>
-int forward_bias_act(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
-  if (nparam != 4 || !ms_zoo::all_float32(dtypes, 0, 4) || ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 1 ||
-      ndims[3] != 4)
-    return 1;
-  const Geometry g = geometry(shapes, 0, 1, 3, S);
-  const float* x = static_cast<const float*>(params[0]);
-  const float* w = static_cast<const float*>(params[1]);
-  const float* bias = static_cast<const float*>(params[2]);
-  float* y = static_cast<float*>(params[3]);
-  constexpr float high = clamp_high(Activation);
-  ms_zoo::parallel_for(g.n * g.c, g.n * g.c * g.oh * g.ow * g.k * g.k, [&](int64_t p) {
+    const int64_t c = p % g.c;
     float* yp = y + p * g.oh * g.ow;
-    const float b = bias[p % g.c];
+    const float b = Activation ? bias[c] : 0.f;
     if (g.k == 3) {
-      forward_plane_3x3<S, true>(g, x + p * g.h * g.w, w + (p % g.c) * 9, yp, b, high);
+      forward_plane_3x3<S, Activation != 0, InActivation != 0>(g, x + p * g.h * g.w, w + c * 9, yp, b, high,
+                                                               InActivation ? in_bias[c] : 0.f, in_high);
       return;
     }
-    forward_plane<S>(g, x + p * g.h * g.w, w + (p % g.c) * g.k * g.k, yp);
-    for (int64_t i = 0; i < g.oh * g.ow; ++i) yp[i] = std::min(std::max(yp[i] + b, 0.f), high);
-  });
-  return 0;
-}
-
-// forward_bias_act that also takes the bias and activation of the 1x1 convolution before it
-// (3x3 kernels only): x is that convolution's output without them.
-// params: x, weight, in_bias (C), bias (C), y.
-template <int S, int InActivation, int Activation>
-int forward_in_bias_act(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes) {
-  if (nparam != 5 || !ms_zoo::all_float32(dtypes, 0, 5) || ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 1 ||
-      ndims[3] != 1 || ndims[4] != 4 || shapes[1][2] != 3)
-    return 1;
-  const Geometry g = geometry(shapes, 0, 1, 4, S);
-  const float* x = static_cast<const float*>(params[0]);
-  const float* w = static_cast<const float*>(params[1]);
-  const float* in_bias = static_cast<const float*>(params[2]);
-  const float* bias = static_cast<const float*>(params[3]);
-  float* y = static_cast<float*>(params[4]);
-  ms_zoo::parallel_for(g.n * g.c, g.n * g.c * g.oh * g.ow * 9, [&](int64_t p) {
-    const int64_t c = p % g.c;
-    forward_plane_3x3<S, true, true>(g, x + p * g.h * g.w, w + c * 9, y + p * g.oh * g.ow, bias[c],
-                                     clamp_high(Activation), in_bias[c], clamp_high(InActivation));
+    forward_plane<S>(g, x + p * g.h * g.w, w + c * g.k * g.k, yp);
+    if (Activation)
+      for (int64_t i = 0; i < g.oh * g.ow; ++i) yp[i] = ms_zoo::bias_clamp(yp[i], b, high);
   });
   return 0;
 }
@@ -258,20 +224,20 @@ int backward_weight(int nparam, void** params, int* ndims, int64_t** shapes, con
 
 }  // namespace
 
-MS_ZOO_AOT_ENTRY(DepthwiseForwardS1, forward<1>)
-MS_ZOO_AOT_ENTRY(DepthwiseForwardS2, forward<2>)
-MS_ZOO_AOT_ENTRY(DepthwiseBiasReluS1, (forward_bias_act<1, 1>))
-MS_ZOO_AOT_ENTRY(DepthwiseBiasReluS2, (forward_bias_act<2, 1>))
-MS_ZOO_AOT_ENTRY(DepthwiseBiasRelu6S1, (forward_bias_act<1, 6>))
-MS_ZOO_AOT_ENTRY(DepthwiseBiasRelu6S2, (forward_bias_act<2, 6>))
-MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasReluS1, (forward_in_bias_act<1, 1, 1>))
-MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasReluS2, (forward_in_bias_act<2, 1, 1>))
-MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasRelu6S1, (forward_in_bias_act<1, 1, 6>))
-MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasRelu6S2, (forward_in_bias_act<2, 1, 6>))
-MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasReluS1, (forward_in_bias_act<1, 6, 1>))
-MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasReluS2, (forward_in_bias_act<2, 6, 1>))
-MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasRelu6S1, (forward_in_bias_act<1, 6, 6>))
-MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasRelu6S2, (forward_in_bias_act<2, 6, 6>))
+MS_ZOO_AOT_ENTRY(DepthwiseForwardS1, (forward<1, 0, 0>))
+MS_ZOO_AOT_ENTRY(DepthwiseForwardS2, (forward<2, 0, 0>))
+MS_ZOO_AOT_ENTRY(DepthwiseBiasReluS1, (forward<1, 0, 1>))
+MS_ZOO_AOT_ENTRY(DepthwiseBiasReluS2, (forward<2, 0, 1>))
+MS_ZOO_AOT_ENTRY(DepthwiseBiasRelu6S1, (forward<1, 0, 6>))
+MS_ZOO_AOT_ENTRY(DepthwiseBiasRelu6S2, (forward<2, 0, 6>))
+MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasReluS1, (forward<1, 1, 1>))
+MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasReluS2, (forward<2, 1, 1>))
+MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasRelu6S1, (forward<1, 1, 6>))
+MS_ZOO_AOT_ENTRY(DepthwiseInReluBiasRelu6S2, (forward<2, 1, 6>))
+MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasReluS1, (forward<1, 6, 1>))
+MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasReluS2, (forward<2, 6, 1>))
+MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasRelu6S1, (forward<1, 6, 6>))
+MS_ZOO_AOT_ENTRY(DepthwiseInRelu6BiasRelu6S2, (forward<2, 6, 6>))
 MS_ZOO_AOT_ENTRY(DepthwiseBackwardInputS1, backward_input<1>)
 MS_ZOO_AOT_ENTRY(DepthwiseBackwardInputS2, backward_input<2>)
 MS_ZOO_AOT_ENTRY(DepthwiseBackwardWeightS1, backward_weight<1>)
