@@ -57,6 +57,7 @@ def _reference(conv: nn.Conv2d) -> nn.Conv2d:
     (1, 5, 9, 7, 3, 2, True),
     (3, 4, 11, 6, 5, 1, False),    # 5x5 kernel, padding 2
     (1, 16, 1, 1, 3, 1, False),    # every tap but the centre falls in the padding
+    (2, 24, 40, 37, 3, 2, True),   # enough work to split over the worker threads
 ])
 def test_depthwise_matches_grouped_conv(batch, channels, height, width, kernel, stride, bias):
     conv = DepthwiseConv2d(channels, channels, kernel, stride, pad_mode="pad", padding=kernel // 2,

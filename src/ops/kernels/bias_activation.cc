@@ -26,8 +26,8 @@ int bias_activation(int nparam, void** params, int* ndims, int64_t** shapes, con
   const float* bias = static_cast<const float*>(params[1]);
   float* y = static_cast<float*>(params[2]);
   constexpr float high = ms_zoo::clamp_high(Activation);
-  // One add and one clamp per float, vectorised: a thread start (~75 us here) pays off only from
-  // a few hundred thousand floats per thread, not from parallel_for's default of 32k operations.
+  // One add and one clamp per float, vectorised and memory-bound: a second thread pays off only
+  // from a few hundred thousand floats, not from parallel_for's default of 32k operations.
   ms_zoo::parallel_for(planes, planes * plane / 8, [&](int64_t p) {
     const float b = bias[p % channels];
     const float* xp = x + p * plane;

@@ -8,11 +8,15 @@
 #pragma once
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -62,6 +66,73 @@ float* scratch(int64_t size) {
   return buffer.data();
 }
 
+// Worker threads started once per library and woken for each parallel call. Starting and
+// joining threads per call cost tens of microseconds, which made small calls not worth
+// splitting; a wake-up through a condition variable costs a few. Waiting workers sleep
+// (no spinning) so they never take a core from the MindSpore operators that run next.
+class WorkerPool {
+ public:
+  // The pool of this library: usable_cores() - 1 workers, the caller being the last thread.
+  static WorkerPool& get() {
+    static WorkerPool* pool = new WorkerPool(usable_cores() - 1);  // never destroyed: workers may outlive exit()
+    return *pool;
+  }
+
+  // Calls job(t) for t in [0, threads), job(0) on the calling thread, and returns when all
+  // are done. A second caller while the workers are busy (MindSpore may launch independent
+  // kernels side by side), a call from a forked child (which has no workers) and a call for
+  // more threads than the pool has all run every part on the calling thread instead.
+  template <class Job>
+  void run(int64_t threads, const Job& job) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy || threads - 1 > static_cast<int64_t>(workers_) || getpid() != owner_) {
+      for (int64_t t = 0; t < threads; ++t) job(t);
+      return;
+    }
+    std::function<void(int64_t)> task = [&job](int64_t t) { job(t); };
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      task_ = &task;
+      parts_ = threads;
+      remaining_ = threads - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    job(0);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return remaining_ == 0; });
+    task_ = nullptr;
+  }
+
+ private:
+  explicit WorkerPool(int64_t workers) : workers_(std::max<int64_t>(0, workers)), owner_(getpid()) {
+    for (int64_t w = 1; w <= workers_; ++w) std::thread([this, w] { serve(w); }).detach();
+  }
+
+  void serve(int64_t part) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (part >= parts_) continue;
+      const std::function<void(int64_t)>* task = task_;
+      lock.unlock();
+      (*task)(part);
+      lock.lock();
+      if (--remaining_ == 0) done_.notify_one();
+    }
+  }
+
+  const int64_t workers_;
+  const pid_t owner_;
+  std::mutex busy_, mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* task_ = nullptr;
+  int64_t parts_ = 0, remaining_ = 0;
+  uint64_t generation_ = 0;
+};
+
 // Calls fn(i) for every i in [0, n), split into contiguous ranges over the usable cores;
 // `work` is the total number of element operations, to keep small calls single-threaded.
 template <class F>
@@ -72,15 +143,10 @@ void parallel_for(int64_t n, int64_t work, F fn) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  auto run = [&](int64_t t) {
+  WorkerPool::get().run(threads, [&](int64_t t) {
     const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
     for (int64_t i = begin; i < end; ++i) fn(i);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(run, t);
-  run(0);
-  for (auto& th : pool) th.join();
+  });
 }
 
 }  // namespace ms_zoo

@@ -63,14 +63,25 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
   float* padded = ms_zoo::scratch<0>((g.h + 2) * row);
   std::memset(padded, 0, sizeof(float) * row);
   std::memset(padded + (g.h + 1) * row, 0, sizeof(float) * row);
+  // At stride 2 each padded row is stored as its even columns, then its odd ones: output
+  // column ox then reads columns 2ox, 2ox+1, 2ox+2 as even[ox], odd[ox], even[ox+1], three
+  // contiguous runs the compiler vectorises (strided loads would not be).
+  const int64_t evens = (row + 1) / 2;
   for (int64_t r = 0; r < g.h; ++r) {
     float* dst = padded + (r + 1) * row;
     const float* src = x + r * g.w;
-    dst[0] = dst[g.w + 1] = 0.f;
-    if (InAct) {
-      for (int64_t c = 0; c < g.w; ++c) dst[c + 1] = ms_zoo::bias_clamp(src[c], in_bias, in_high);
+    auto in = [&](int64_t c) { return InAct ? ms_zoo::bias_clamp(src[c], in_bias, in_high) : src[c]; };
+    if (S == 2) {
+      float* odd = dst + evens;
+      const int64_t odd_columns = g.w / 2, even_columns = (g.w + 1) / 2;  // of the unpadded row
+      dst[0] = 0.f;
+      for (int64_t m = 0; m < odd_columns; ++m) dst[m + 1] = in(2 * m + 1);
+      for (int64_t m = odd_columns + 1; m < evens; ++m) dst[m] = 0.f;
+      for (int64_t m = 0; m < even_columns; ++m) odd[m] = in(2 * m);
+      for (int64_t m = even_columns; m < row - evens; ++m) odd[m] = 0.f;
     } else {
-      std::memcpy(dst + 1, src, sizeof(float) * g.w);
+      dst[0] = dst[g.w + 1] = 0.f;
+      for (int64_t c = 0; c < g.w; ++c) dst[c + 1] = in(c);
     }
   }
   const float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4], w5 = wk[5], w6 = wk[6], w7 = wk[7],
@@ -80,10 +91,19 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
     const float* r1 = r0 + row;
     const float* r2 = r1 + row;
     float* yr = y + oy * g.ow;
+    if (S == 2) {
+      const float *o0 = r0 + evens, *o1 = r1 + evens, *o2 = r2 + evens;
+      for (int64_t ox = 0; ox < g.ow; ++ox) {
+        float v = w0 * r0[ox] + w1 * o0[ox] + w2 * r0[ox + 1] + w3 * r1[ox] + w4 * o1[ox] + w5 * r1[ox + 1] +
+                  w6 * r2[ox] + w7 * o2[ox] + w8 * r2[ox + 1];
+        if (Act) v = ms_zoo::bias_clamp(v, bias, high);
+        yr[ox] = v;
+      }
+      continue;
+    }
     for (int64_t ox = 0; ox < g.ow; ++ox) {
-      const int64_t i = ox * S;
-      float v = w0 * r0[i] + w1 * r0[i + 1] + w2 * r0[i + 2] + w3 * r1[i] + w4 * r1[i + 1] + w5 * r1[i + 2] +
-                w6 * r2[i] + w7 * r2[i + 1] + w8 * r2[i + 2];
+      float v = w0 * r0[ox] + w1 * r0[ox + 1] + w2 * r0[ox + 2] + w3 * r1[ox] + w4 * r1[ox + 1] + w5 * r1[ox + 2] +
+                w6 * r2[ox] + w7 * r2[ox + 1] + w8 * r2[ox + 2];
       if (Act) v = ms_zoo::bias_clamp(v, bias, high);
       yr[ox] = v;
     }
