@@ -48,14 +48,12 @@ class InvertedResidual(nn.Cell):
         ]
         self.conv = nn.SequentialCell(layers)
 
-    def fuse_for_inference(self) -> int:
+    def fuse_for_inference(self) -> None:
         """Called by fold_batchnorm once the BatchNorms are folded: the depthwise kernel applies
         the expansion's bias and ReLU6 as it reads the expanded map (which feeds nothing else),
-        saving a pass over the block's largest feature map. Returns the number of fusions (0 or 1)."""
-        if not self.expands:
-            return 0
-        expand, depthwise = self.conv[0].features[0], self.conv[1].features[0]
-        return int(depthwise.take_input_bias_and_activation(expand))
+        saving a pass over the block's largest feature map, when the kernels allow it."""
+        if self.expands:
+            self.conv[1].features[0].take_input_bias_and_activation(self.conv[0].features[0])
 
     def construct(self, x):
         if self.use_residual:

@@ -1,5 +1,5 @@
 """The activations the CPU kernels apply in place of a separate op after them, in one table
-shared by the cells that fuse one (BatchNorm2d, DepthwiseConv2d, PointwiseConv2d)."""
+shared by the cells that fuse one (BatchNorm2d, ActivatedConv2d and its subclasses)."""
 from __future__ import annotations
 
 from typing import NamedTuple

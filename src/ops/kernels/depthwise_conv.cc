@@ -65,7 +65,8 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
   std::memset(padded + (g.h + 1) * row, 0, sizeof(float) * row);
   // At stride 2 each padded row is stored as its even columns, then its odd ones: output
   // column ox then reads columns 2ox, 2ox+1, 2ox+2 as even[ox], odd[ox], even[ox+1], three
-  // contiguous runs the compiler vectorises (strided loads would not be).
+  // contiguous runs the compiler vectorises (strided loads would not be), the same loop as at
+  // stride 1 with other offsets.
   const int64_t evens = (row + 1) / 2;
   for (int64_t r = 0; r < g.h; ++r) {
     float* dst = padded + (r + 1) * row;
@@ -86,24 +87,16 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
   }
   const float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4], w5 = wk[5], w6 = wk[6], w7 = wk[7],
               w8 = wk[8];
+  // Where padded columns ox*S + 1 and ox*S + 2 start, relative to column ox*S.
+  const int64_t c1 = S == 2 ? evens : 1, c2 = S == 2 ? 1 : 2;
   for (int64_t oy = 0; oy < g.oh; ++oy) {
     const float* r0 = padded + oy * S * row;
     const float* r1 = r0 + row;
     const float* r2 = r1 + row;
     float* yr = y + oy * g.ow;
-    if (S == 2) {
-      const float *o0 = r0 + evens, *o1 = r1 + evens, *o2 = r2 + evens;
-      for (int64_t ox = 0; ox < g.ow; ++ox) {
-        float v = w0 * r0[ox] + w1 * o0[ox] + w2 * r0[ox + 1] + w3 * r1[ox] + w4 * o1[ox] + w5 * r1[ox + 1] +
-                  w6 * r2[ox] + w7 * o2[ox] + w8 * r2[ox + 1];
-        if (Act) v = ms_zoo::bias_clamp(v, bias, high);
-        yr[ox] = v;
-      }
-      continue;
-    }
     for (int64_t ox = 0; ox < g.ow; ++ox) {
-      float v = w0 * r0[ox] + w1 * r0[ox + 1] + w2 * r0[ox + 2] + w3 * r1[ox] + w4 * r1[ox + 1] + w5 * r1[ox + 2] +
-                w6 * r2[ox] + w7 * r2[ox + 1] + w8 * r2[ox + 2];
+      float v = w0 * r0[ox] + w1 * r0[ox + c1] + w2 * r0[ox + c2] + w3 * r1[ox] + w4 * r1[ox + c1] +
+                w5 * r1[ox + c2] + w6 * r2[ox] + w7 * r2[ox + c1] + w8 * r2[ox + c2];
       if (Act) v = ms_zoo::bias_clamp(v, bias, high);
       yr[ox] = v;
     }
