@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import mindspore as ms  # noqa: E402
-from mindspore import nn  # noqa: E402
+from mindspore import nn, ops  # noqa: E402
 
 from src.engine.checkpoint import (CheckpointError, load_weights, read_checkpoint,  # noqa: E402
                                    save_checkpoint_atomic)
@@ -93,11 +93,12 @@ def test_build_lr_unknown_schedule_named():
 
 # ----------------------------------------------------------------------------- optimizer
 
-def test_build_optimizer_adam_beta2_and_decay_groups():
+def test_build_optimizer_adam_betas_and_decay_groups():
     from src.engine.trainer import build_optimizer
     net = _dense()
-    cfg = types.SimpleNamespace(optimizer="adam", adam_beta2=0.99, weight_decay=0.01)
+    cfg = types.SimpleNamespace(optimizer="adam", adam_beta1=0.5, adam_beta2=0.99, weight_decay=0.01)
     opt = build_optimizer(cfg, net.trainable_params(), [0.1] * 4)
+    assert float(opt.beta1.asnumpy()) == pytest.approx(0.5)
     assert float(opt.beta2.asnumpy()) == pytest.approx(0.99)
     # weight decay on the matrix only, not on the bias
     decays = {p.name: float(wd.asnumpy()) for p, wd in zip(opt.parameters, opt.weight_decay)}
@@ -256,6 +257,29 @@ def test_clip_norm():
     w3, _ = _weights(net)
     np.testing.assert_allclose(w3, w1, atol=1e-6)
 
+
+
+@pytest.mark.parametrize("flat_dot", [True, False])
+def test_clip_by_global_norm_matches_mindspore(flat_dot):
+    from src.engine.train_step import clip_by_global_norm
+
+    class Clip(nn.Cell):
+        def construct(self, grads):
+            return clip_by_global_norm(grads, 0.5, flat_dot)
+
+    rng = np.random.default_rng(0)
+    grads = tuple(ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+                  for shape in [(8, 4, 3, 3), (16, 8), (5,)])
+    got = Clip()(grads)
+    want = ops.clip_by_global_norm(grads, 0.5)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-5, atol=1e-7)
+    clipped = np.sqrt(sum((g.asnumpy() ** 2).sum() for g in got))
+    assert clipped == pytest.approx(0.5, rel=1e-5)
+    # below the threshold nothing changes
+    small = tuple(g * 1e-3 for g in grads)
+    for g, w in zip(Clip()(small), small):
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-6)
 
 # ----------------------------------------------------------------------------- checkpoints
 

@@ -11,6 +11,25 @@ from mindspore import nn, ops
 from mindspore.context import ParallelMode
 from mindspore.parallel._utils import _get_device_num, _get_gradients_mean, _get_parallel_mode
 
+
+def clip_by_global_norm(grads: tuple, clip_norm: float, flat_dot: bool = False) -> tuple:
+    """`ops.clip_by_global_norm`, optionally with each square sum taken as a dot product of
+    the flattened gradient with itself.
+
+    On CPU, MindSpore's ReduceSum over all axes of a 4-D tensor is slow (16 ms for a 512x512x3x3
+    convolution's gradient, against 3 ms for the dot product; 44 ms of a 0.9 s CRNN step).
+    Elsewhere the dot product would run in reduced precision on the matrix units, so flat_dot
+    is for CPU only.
+    """
+    squares = []
+    for g in grads:
+        v = g.astype(ms.float32).reshape(1, -1)
+        squares.append(ops.matmul(v, v.T).reshape(()) if flat_dot else (v * v).sum())
+    norm = ops.sqrt(ops.addn(squares))
+    factor = clip_norm / ops.maximum(norm, clip_norm)
+    return tuple(g * factor.astype(g.dtype) for g in grads)
+
+
 _scale_grad = ops.MultitypeFuncGraph("scale_grad")
 
 
@@ -41,6 +60,7 @@ class TrainStep(nn.Cell):
         # the arithmetic, so an unscaled step (fixed scale 1) skips it.
         self.scaled = dynamic or float(loss_scale) != 1.0
         self.clip_norm = float(clip_norm)
+        self.flat_dot = ms.get_context("device_target") == "CPU"
         self.scale_window = scale_window
         self.loss_scale = ms.Parameter(ms.Tensor(float(loss_scale), ms.float32), name="loss_scale",
                                        requires_grad=False)
@@ -61,7 +81,7 @@ class TrainStep(nn.Cell):
         if self.scaled:
             grads = self.hyper_map(ops.partial(_scale_grad, 1.0 / scale), grads)
         if self.clip_norm > 0:
-            grads = ops.clip_by_global_norm(grads, self.clip_norm)
+            grads = clip_by_global_norm(grads, self.clip_norm, self.flat_dot)
         if self.dynamic:
             finite = ms.amp.all_finite(grads)
             if finite:

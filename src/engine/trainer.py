@@ -30,7 +30,7 @@ def build_optimizer(cfg, params, lr):
     if cfg.optimizer == "sgd":
         return nn.SGD(groups, lr, cfg.momentum, nesterov=bool(cfg.get("nesterov", False)))
     if cfg.optimizer == "adam":
-        return nn.Adam(groups, lr, beta2=float(cfg.adam_beta2))
+        return nn.Adam(groups, lr, beta1=float(cfg.adam_beta1), beta2=float(cfg.adam_beta2))
     raise ValueError(f"config key 'optimizer' must be momentum, sgd or adam, got '{cfg.optimizer}'")
 
 
