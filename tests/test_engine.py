@@ -258,7 +258,6 @@ def test_clip_norm():
     np.testing.assert_allclose(w3, w1, atol=1e-6)
 
 
-
 @pytest.mark.parametrize("flat_dot", [True, False])
 def test_clip_by_global_norm_matches_mindspore(flat_dot):
     from src.engine.train_step import clip_by_global_norm
@@ -280,6 +279,7 @@ def test_clip_by_global_norm_matches_mindspore(flat_dot):
     small = tuple(g * 1e-3 for g in grads)
     for g, w in zip(Clip()(small), small):
         np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-6)
+
 
 # ----------------------------------------------------------------------------- checkpoints
 
