@@ -37,6 +37,9 @@ def test_train_logs_checkpoints_and_evaluates(tiny_crnn_run):
     assert len(losses) == 8 and all(np.isfinite(losses))
     epoch, metrics = summary["eval_history"][-1]
     assert epoch == 2 and metrics["count"] == 16 and 0.0 <= metrics["accuracy"] <= 1.0
+    # crnn_words.yaml adds the per-step cross-entropy; its fade counter is checkpointed for resume.
+    from src.engine.checkpoint import read_checkpoint
+    assert float(read_checkpoint(tiny_crnn_run["ckpt"])["align_step"].asnumpy()) == 8.0
 
 
 def test_eval_writes_predictions_for_every_crop(tiny_crnn_run, tmp_path, capsys):

@@ -92,6 +92,94 @@ def test_ctc_loss_matches_numpy_forward_algorithm():
     assert float(loss.asnumpy()) == pytest.approx(expected, rel=1e-4)
 
 
+def test_aligned_loss_adds_a_cross_entropy_that_fades_out():
+    import mindspore as ms
+    from src.crnn.network import CRNNWithAlignedLoss, CRNNWithLoss
+    from src.data.text_dataset import ctc_frame_targets
+
+    class FixedLogits(ms.nn.Cell):
+        def construct(self, x):
+            return x
+
+    rng = np.random.default_rng(1)
+    t_steps, batch, classes = 24, 2, 6
+    blank = classes - 1
+    logits = rng.normal(size=(t_steps, batch, classes)).astype(np.float32)
+    label = np.array([[0, 1, 1, blank], [3, 2, blank, blank]], np.int32)
+    lengths = np.array([3, 2], np.int32)
+    targets = np.stack([ctc_frame_targets([0.2, 0.5, 0.6], [0, 1, 1], t_steps, blank),
+                        np.full(t_steps, -1, np.int32)])  # the second sample has no targets
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    cross_entropy = -sum(log_probs[t, 0, targets[0, t]] for t in range(t_steps) if targets[0, t] >= 0) / batch
+    inputs = [ms.Tensor(v) for v in (logits, label, lengths)]
+    ctc = float(CRNNWithLoss(FixedLogits(), blank)(*inputs).asnumpy())
+    net = CRNNWithAlignedLoss(FixedLogits(), blank, fade_steps=2)
+    assert [p.name for p in net.get_parameters()] == ["align_step"] and not net.trainable_params()
+    losses = [float(net(*inputs, ms.Tensor(targets)).asnumpy()) for _ in range(4)]
+    expected = [ctc + w * cross_entropy for w in (1.0, 0.5, 0.0, 0.0)]
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    assert float(net.align_step.asnumpy()) == 4.0
+
+
+def _collapse(path, blank):
+    """Greedy CTC decoding of a path of class ids (-1 counts as blank)."""
+    out, prev = [], None
+    for c in path:
+        if c >= 0 and c != blank and c != prev:
+            out.append(int(c))
+        prev = c if c >= 0 else blank
+    return out
+
+
+def test_ctc_frame_targets_are_valid_paths_near_the_centres():
+    from src.data.text_dataset import IGNORE, ctc_frame_targets
+    blank, steps = 36, 24
+    target = ctc_frame_targets([0.1, 0.3, 0.5, 0.7], [1, 2, 3, 4], steps, blank)
+    # step t looks at (t + 1) / 25 of the width
+    assert [int(np.flatnonzero(target == c)[0]) for c in (1, 2, 3, 4)] == [2, 6, 12, 16]
+    assert target[1] == target[3] == IGNORE and target[9] == blank
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 13))
+        ids = list(rng.integers(0, 3, n))  # three classes: many repeats
+        centres = sorted(rng.uniform(0, 1, n))
+        target = ctc_frame_targets(centres, ids, steps, blank)
+        assert target.shape == (steps,) and target.dtype == np.int32
+        if (target == IGNORE).all():
+            assert n + sum(a == b for a, b in zip(ids, ids[1:])) > steps
+            continue
+        # Every character exactly once, in order, and repeats stay apart after merging.
+        assert [int(c) for c in target if c not in (blank, IGNORE)] == ids
+        assert _collapse(target, blank) == ids
+
+    # Too many characters for 24 steps, or centres that do not match the label: no targets.
+    assert (ctc_frame_targets(np.linspace(0, 1, 16), [1] * 16, steps, blank) == IGNORE).all()
+    assert (ctc_frame_targets([0.5, 0.6], [1], steps, blank) == IGNORE).all()
+
+
+def test_step_targets_need_stored_character_centres(tmp_path):
+    from src.data.alphabet import Alphabet, LOWERCASE_36
+    from src.data.text_dataset import TextSamples, TextSet, TextSource
+    from src.data.text_lmdb import TextLMDB, write_text_lmdb
+    image = cv2.imencode(".png", np.full((32, 80, 3), 200, np.uint8))[1].tobytes()
+    write_text_lmdb(str(tmp_path / "with"), [(image, "ab", [0.25, 0.75]), (image, "cd", None)], desc=False)
+    write_text_lmdb(str(tmp_path / "without"), [(image, "ab")], desc=False)
+    db = TextLMDB(str(tmp_path / "with"))
+    assert db.has_positions() and db.positions(0) == [0.25, 0.75] and db.positions(1) is None
+    abc = Alphabet(LOWERCASE_36)
+    samples = TextSamples([TextSet("with", [str(tmp_path / "with")])], abc, 23, progress=False)
+    source = TextSource(samples, range(2), (32, 100), 1, 23, training=True, time_steps=24)
+    image_out, label, length, target = source[0]
+    assert list(label[:length]) == abc.encode("ab")
+    assert list(np.flatnonzero((target >= 0) & (target < abc.blank))) == [5, 18] and target[0] == abc.blank
+    assert (source[1][3] == -1).all()  # no centres stored: no targets
+    plain = TextSamples([TextSet("without", [str(tmp_path / "without")])], abc, 23, progress=False)
+    with pytest.raises(ValueError, match=r"pos-%09d keys.*without.*align_loss_steps: 0"):
+        TextSource(plain, range(1), (32, 100), 1, 23, training=True, time_steps=24)
+    TextSource(plain, range(1), (32, 100), 1, 23, training=False, time_steps=24)  # evaluation needs none
+
+
 def test_alphabet_normalize_encode_and_greedy_decode():
     from src.data.alphabet import LOWERCASE_36, PRINTABLE_94, Alphabet
     assert len(LOWERCASE_36) == 36 and len(PRINTABLE_94) == 94

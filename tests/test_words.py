@@ -151,6 +151,33 @@ def test_render_word_matches_stored_sample(samples):
         render_word("", np.random.default_rng(0))
 
 
+def test_character_centres_are_stored_with_every_crop(crops, samples):
+    db = TextLMDB(crops["train"])
+    assert db.has_positions()
+    for i, (_, label) in enumerate(samples["train"]):
+        centres = db.positions(i)
+        assert len(centres) == len(label), label
+        assert all(0.0 <= c <= 1.0 for c in centres)
+        # Rotation stays within 4 degrees, so the characters keep their left-to-right order.
+        assert centres == sorted(centres), (label, centres)
+
+
+@pytest.mark.parametrize("tracking", [0.0, 6.0])
+def test_character_centres_match_the_drawn_glyphs(tracking):
+    # Each character's ink is what drawing one more character adds; its column centroid must
+    # lie at the computed centre.
+    font = words._font(words.font_table()[0][0], 40)
+    text = "wil0mx"
+    centres = words._char_centres(text, font, 10.0, tracking)
+    previous = np.zeros((60, 400), np.float64)
+    for i in range(len(text)):
+        mask = words._draw_mask(text[:i + 1], font, (400, 60), (10.0, 5.0), tracking).astype(np.float64)
+        ink = np.clip(mask - previous, 0, None).sum(0)
+        centroid = (ink * np.arange(400)).sum() / ink.sum()
+        assert abs(centroid - centres[i]) < 2.5, (text[i], centroid, centres[i])
+        previous = mask
+
+
 def test_fonts():
     names = {os.path.basename(p) for p, _ in words.font_table()}
     assert {"DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf",
@@ -178,7 +205,7 @@ def test_variety(monkeypatch):
     monkeypatch.setattr(words, "_colours", colours_spy)
     means = []
     for i in range(50):
-        data, _ = words._make_sample(0, "train", DEFAULT_CHARSET, False, i)
+        data = words._make_sample(0, "train", DEFAULT_CHARSET, False, i)[0]
         means.append(_decode(data).reshape(-1, 3).mean(0))
     assert len(set(fonts)) >= 6
     assert len({bg for bg, _ in colours}) >= 20 and len({fg for _, fg in colours}) >= 20

@@ -7,7 +7,7 @@ import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 
-from src.crnn.network import CRNN, CRNNInference, CRNNWithLoss
+from src.crnn.network import CRNN, CRNNInference, CRNNWithAlignedLoss, CRNNWithLoss
 from src.data.alphabet import Alphabet, alphabet_from_config
 from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
 from src.metric.text_accuracy import TextAccuracy
@@ -32,7 +32,14 @@ def build_network(cfg: Config) -> CRNN:
     return CRNN(num_classes(cfg), cfg.image_channels, cfg.hidden_size)
 
 
+def time_steps(cfg: Config) -> int:
+    """CTC time steps: the CNN divides the width by 4, and its last 2x2 conv takes one more."""
+    return cfg.img_shape[1] // 4 - 1
+
+
 def build_train_network(cfg: Config) -> CRNNWithLoss:
+    if cfg.align_loss_steps > 0:
+        return CRNNWithAlignedLoss(build_network(cfg), alphabet(cfg).blank, cfg.align_loss_steps)
     return CRNNWithLoss(build_network(cfg), alphabet(cfg).blank)
 
 
@@ -48,7 +55,7 @@ def example_inputs(cfg: Config, batch_size: int = 1) -> tuple:
 
 def output_shapes(cfg: Config, batch_size: int = 1) -> list[tuple]:
     """Shape of the exported graph's output: per-step probabilities (B, T, C)."""
-    return [(batch_size, cfg.img_shape[1] // 4 - 1, num_classes(cfg))]
+    return [(batch_size, time_steps(cfg), num_classes(cfg))]
 
 
 # ------------------------------------------------------------------------ data
@@ -86,13 +93,16 @@ def _shard(num_rows: int, rank: int, group_size: int) -> list[int]:
 
 def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
                    training: bool | None = None) -> ds.Dataset:
-    """Batched dataset of a split. Training batches: (image, label, label_length); evaluation
-    batches: (image, label_bytes, set_id, sample)."""
+    """Batched dataset of a split. Training batches: (image, label, label_length), plus
+    step_target with align_loss_steps; evaluation batches: (image, label_bytes, set_id, sample)."""
     training = split == "train" if training is None else training
     samples = _samples(cfg, split)
     rows = _shard(len(samples), rank, group_size) if training else range(len(samples))
-    source = TextSource(samples, rows, cfg.img_shape, cfg.image_channels, cfg.max_text_length, training)
-    columns = ["image", "label", "label_length"] if training else ["image", "label_bytes", "set_id", "sample"]
+    aligned = training and cfg.align_loss_steps > 0
+    source = TextSource(samples, rows, cfg.img_shape, cfg.image_channels, cfg.max_text_length, training,
+                        time_steps(cfg) if aligned else 0)
+    columns = ["image", "label", "label_length"] + (["step_target"] if aligned else []) if training \
+        else ["image", "label_bytes", "set_id", "sample"]
     # One thread: it reads 1,000-2,000 crops/s here (bench/crnn_speed.py), 50x what training
     # consumes, and the same source with 2 threads measured 4x slower. No processes, so the
     # skip counters stay in one place.

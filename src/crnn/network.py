@@ -87,14 +87,44 @@ class CRNNWithLoss(nn.Cell):
         self.network = network
         self.blank = blank
 
-    def construct(self, image, label, label_length):
-        logits = self.network(image)
-        t, b, _ = logits.shape
-        log_probs = ops.log_softmax(logits, -1)
+    def ctc(self, log_probs, label, label_length):
+        t, b, _ = log_probs.shape
         input_length = ops.fill(ms.int32, (b,), t)
         loss, _ = ops.ctc_loss(log_probs, label, input_length, label_length, blank=self.blank,
                                reduction="none", zero_infinity=True)
         return loss.mean()
+
+    def construct(self, image, label, label_length):
+        return self.ctc(ops.log_softmax(self.network(image), -1), label, label_length)
+
+
+class CRNNWithAlignedLoss(CRNNWithLoss):
+    """CTC plus, fading out linearly over the first `fade_steps` training steps, a
+    cross-entropy on per-time-step targets (src/data/text_dataset.ctc_frame_targets; -1 =
+    no target), on the same scale (summed over time steps, averaged over the batch).
+
+    From scratch, CTC spends its first few hundred steps on the all-blank output before it
+    finds where the characters are; targets that already say where they are skip that
+    plateau. The fade hands the alignment back to CTC. The step counter is a parameter, so it
+    is checkpointed and a resumed run continues the fade.
+    """
+
+    def __init__(self, network: CRNN, blank: int, fade_steps: int):
+        super().__init__(network, blank)
+        if fade_steps <= 0:
+            raise ValueError(f"fade_steps must be positive, got {fade_steps}")
+        self.fade_steps = float(fade_steps)
+        self.align_step = ms.Parameter(ms.Tensor(0.0, ms.float32), name="align_step", requires_grad=False)
+
+    def construct(self, image, label, label_length, step_target):
+        log_probs = ops.log_softmax(self.network(image), -1)
+        num_classes = log_probs.shape[-1]
+        target = step_target.transpose(1, 0)  # time-major, as log_probs
+        chosen = (ops.one_hot(ops.maximum(target, 0), num_classes, 1.0, 0.0) * log_probs).sum(-1)
+        cross_entropy = -(chosen * (target >= 0).astype(ms.float32)).sum(0).mean()
+        weight = ops.maximum(1.0 - self.align_step / self.fade_steps, 0.0)
+        loss = self.ctc(log_probs, label, label_length) + weight * cross_entropy
+        return ops.depend(loss, ops.assign_add(self.align_step, ops.ones_like(self.align_step)))
 
 
 class CRNNInference(nn.Cell):

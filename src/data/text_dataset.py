@@ -22,6 +22,8 @@ from src.data.text_lmdb import TextLMDB
 
 # Ground truth travels through the eval pipeline as fixed-size UTF-8 bytes (zero-padded).
 LABEL_BYTES = 256
+# Time steps the alignment loss leaves free (see ctc_frame_targets).
+IGNORE = -1
 
 
 @dataclass
@@ -84,6 +86,45 @@ class TextSamples:
         return len(self.rows)
 
 
+def ctc_frame_targets(centres: Sequence[float], ids: Sequence[int], num_steps: int, blank: int) -> np.ndarray:
+    """Per-time-step classes of one sample for a cross-entropy beside CTC: a CTC path placing
+    each character at the time step nearest its centre.
+
+    `centres` are the characters' horizontal centres as fractions of the image width; time
+    step t of a CTC model whose steps tile the width evenly looks at (t + 1) / (num_steps + 1)
+    of it (CRNN: x = 4(t + 1) of 100 px). Steps are pushed apart where characters crowd, so
+    the path stays valid (in order, one step each, a blank between repeated characters).
+    The steps just beside a character are IGNORE, because the model may spread it over them
+    (greedy decoding merges the repeats); the rest are blank. All steps are IGNORE when the
+    centres do not match the label or the characters do not fit.
+    """
+    ids = list(ids)
+    n = len(ids)
+    if n == 0 or len(centres) != n:
+        return np.full(num_steps, IGNORE, np.int32)
+    steps = np.rint(np.asarray(centres, np.float64) * (num_steps + 1) - 1).astype(np.int64)
+    gaps = [1] + [2 if ids[i] == ids[i - 1] else 1 for i in range(1, n)]
+    steps[0] = max(steps[0], 0)
+    for i in range(1, n):
+        steps[i] = max(steps[i], steps[i - 1] + gaps[i])
+    steps[-1] = min(steps[-1], num_steps - 1)
+    for i in range(n - 2, -1, -1):
+        steps[i] = min(steps[i], steps[i + 1] - gaps[i + 1])
+    if steps[0] < 0:
+        return np.full(num_steps, IGNORE, np.int32)
+    target = np.full(num_steps, blank, np.int32)
+    target[steps] = ids
+    for t in steps:
+        for side in (t - 1, t + 1):
+            if 0 <= side < num_steps and target[side] == blank:
+                target[side] = IGNORE
+    for i in range(1, n):
+        if gaps[i] == 2:
+            between = slice(steps[i - 1] + 1, steps[i])
+            target[between] = blank  # what keeps a repeated character from merging
+    return target
+
+
 def preprocess_crop(img_rgb: np.ndarray, height: int, width: int, channels: int = 3) -> np.ndarray:
     """RGB uint8 word crop -> float32 (C, H, W) in [-1, 1], stretched to the network's size:
     the shared inference preprocessing with mean = std = 127.5 (so the 310 program's C++
@@ -97,13 +138,21 @@ def preprocess_crop(img_rgb: np.ndarray, height: int, width: int, channels: int 
 class TextSource:
     """Random-access source for ``mindspore.dataset.GeneratorDataset``.
 
-    Training items: (image, label ids padded with the blank to max_length, label length).
-    Evaluation items add the ground truth as UTF-8 bytes, the set id and the sample number.
-    `rows` selects this source's samples (a data-parallel shard).
+    Training items: (image, label ids padded with the blank to max_length, label length), and
+    with `time_steps` the per-time-step targets of `ctc_frame_targets` from the LMDB's
+    character centres. Evaluation items: (image, the ground truth as UTF-8 bytes, set id,
+    sample number). `rows` selects this source's samples (a data-parallel shard).
     """
 
     def __init__(self, samples: TextSamples, rows: Sequence[int], image_size: Sequence[int], channels: int,
-                 max_length: int, training: bool):
+                 max_length: int, training: bool, time_steps: int = 0):
+        if time_steps and training:
+            for db in samples.dbs:
+                if not db.has_positions():
+                    raise ValueError(f"per-time-step targets need character centres (pos-%09d keys), which "
+                                     f"{', '.join(db.dirs)} does not store; only the embedded word crops "
+                                     "(dataset: words) have them. Set align_loss_steps: 0 for this data.")
+        self.time_steps = time_steps if training else 0
         self.samples = samples
         self.rows = list(rows)
         self.height, self.width = int(image_size[0]), int(image_size[1])
@@ -137,13 +186,18 @@ class TextSource:
                 break
         else:
             raise ValueError("no decodable image in the data set (see the skipped counts above)")
-        set_id, _, text = self.samples.rows[row]
+        set_id, index, text = self.samples.rows[row]
         image = preprocess_crop(img, self.height, self.width, self.channels)
         if self.training:
             ids = self.samples.alphabet.encode(text)
             label = np.full(self.max_length, self.samples.alphabet.blank, np.int32)
             label[:len(ids)] = ids
-            return image, label, np.int32(len(ids))
+            if not self.time_steps:
+                return image, label, np.int32(len(ids))
+            # Centres that no longer match the label (characters stripped) leave every step free.
+            centres = self.samples.dbs[set_id].positions(index) or []
+            steps = ctc_frame_targets(centres, ids, self.time_steps, self.samples.alphabet.blank)
+            return image, label, np.int32(len(ids)), steps
         truth = np.zeros(LABEL_BYTES, np.uint8)
         raw = text.encode("utf-8")[:LABEL_BYTES]
         truth[:len(raw)] = np.frombuffer(raw, np.uint8)

@@ -1,9 +1,11 @@
 """Text-recognition LMDB in the layout MJSynth and the evaluation sets are distributed in.
 
 Keys: ``num-samples`` (decimal count), ``image-%09d`` (encoded image bytes) and ``label-%09d``
-(UTF-8 text), numbered from 1. A "root" is either one LMDB folder (holding ``data.mdb``) or
-a folder whose sub-folders hold several (as ``data_lmdb_release/training/MJ`` does); all of
-them are concatenated in sorted path order.
+(UTF-8 text), numbered from 1. The embedded rendered crops add ``pos-%09d``: the horizontal
+centre of every label character as a fraction of the image width, comma-separated (only a
+renderer knows them; they let training supervise each CTC time step directly). A "root" is
+either one LMDB folder (holding ``data.mdb``) or a folder whose sub-folders hold several (as
+``data_lmdb_release/training/MJ`` does); all of them are concatenated in sorted path order.
 
 The writer builds into a temporary folder next to the target and renames it into place only
 when every sample and ``num-samples`` are committed, so an interrupted conversion never
@@ -54,6 +56,16 @@ def label_key(index: int) -> bytes:
     return b"label-%09d" % index
 
 
+def position_key(index: int) -> bytes:
+    """Key of the 1-based sample `index`'s character centres."""
+    return b"pos-%09d" % index
+
+
+def format_positions(centres: Sequence[float]) -> bytes:
+    """The ``pos-%09d`` value of character centres (fractions of the image width)."""
+    return ",".join(f"{c:.4f}" for c in centres).encode()
+
+
 def find_lmdb_dirs(root: str) -> list[str]:
     """Every LMDB folder at or below `root` (a folder holding data.mdb), sorted."""
     if not os.path.isdir(root):
@@ -69,9 +81,10 @@ def find_lmdb_dirs(root: str) -> list[str]:
     return sorted(found)
 
 
-def write_text_lmdb(path: str, samples: Iterable[tuple[bytes, str]], total: int | None = None,
+def write_text_lmdb(path: str, samples: Iterable[tuple], total: int | None = None,
                     desc: str | bool | None = None, map_size: int = 1 << 40) -> int:
-    """Write (image bytes, label) pairs as an LMDB at `path`; returns the sample count.
+    """Write (image bytes, label) or (image bytes, label, character centres) samples as an
+    LMDB at `path`; returns the sample count.
 
     An existing LMDB at `path` is replaced only after the new one is complete. `total` and
     `desc` drive the progress bar (desc=False: no bar). `map_size` is virtual address space, not disk: LMDB files
@@ -86,11 +99,13 @@ def write_text_lmdb(path: str, samples: Iterable[tuple[bytes, str]], total: int 
         env = lmdb.open(tmp, map_size=map_size, subdir=True, meminit=False, map_async=True)
         try:
             txn = env.begin(write=True)
-            for image, label in tqdm(samples, total=total, desc=desc or f"writing {os.path.basename(path)}",
-                                     disable=desc is False, mininterval=2):
+            for image, label, *centres in tqdm(samples, total=total, desc=desc or f"writing {os.path.basename(path)}",
+                                               disable=desc is False, mininterval=2):
                 count += 1
                 txn.put(image_key(count), bytes(image))
                 txn.put(label_key(count), label.encode("utf-8"))
+                if centres and centres[0] is not None:
+                    txn.put(position_key(count), format_positions(centres[0]))
                 if count % _COMMIT_EVERY == 0:
                     txn.commit()
                     txn = env.begin(write=True)
@@ -182,6 +197,22 @@ class TextLMDB:
     def image(self, index: int) -> bytes | None:
         db, key = self.locate(index)
         return self._txn(db).get(image_key(key))
+
+    def positions(self, index: int) -> list[float] | None:
+        """The character centres of a sample (fractions of its image width), or None when
+        the LMDB does not store them or the value is malformed."""
+        db, key = self.locate(index)
+        raw = self._txn(db).get(position_key(key))
+        if not raw:
+            return None
+        try:
+            return [float(v) for v in raw.split(b",")]
+        except ValueError:
+            return None
+
+    def has_positions(self) -> bool:
+        """Whether every LMDB of these roots stores character centres (checked on its first sample)."""
+        return all(c == 0 or self._txn(db).get(position_key(1)) is not None for db, c in enumerate(self.counts))
 
     def labels(self, progress: bool = True) -> Iterator[tuple[int, str | None]]:
         """(global index, label or None) for every sample, by cursor (fast on big sets)."""

@@ -44,7 +44,7 @@ PRINTABLE_CHARSET = string.digits + string.ascii_letters + string.punctuation
 
 # Bump whenever token sampling or rendering changes, so caches made by an older generator
 # are regenerated instead of silently reused.
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2  # 2: character centres (pos-%09d keys)
 
 _SPLIT_CODES = {"train": 1, "val": 2}
 _JPEG_QUALITY = (35, 95)
@@ -512,8 +512,20 @@ def _homography(rng: np.random.Generator, box: np.ndarray) -> np.ndarray:
     return cv2.getPerspectiveTransform(box.astype(np.float32), dst.astype(np.float32))
 
 
-def _render(text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """(RGB uint8 crop before JPEG, JPEG quality) of `text`."""
+def _char_centres(text: str, font: ImageFont.FreeTypeFont, left: float, tracking: float) -> np.ndarray:
+    """Horizontal centre of every character's advance, as `_draw_mask` places them from `left`."""
+    if tracking == 0.0:
+        # Drawn as one string: prefix lengths include the kerning.
+        edges = np.array([font.getlength(text[:i]) for i in range(len(text) + 1)])
+        return left + (edges[:-1] + edges[1:]) / 2
+    advances = np.array([font.getlength(ch) for ch in text])
+    starts = np.concatenate([[0.0], np.cumsum(advances + tracking)[:-1]])
+    return left + starts + advances / 2
+
+
+def _render(text: str, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
+    """(RGB uint8 crop before JPEG, JPEG quality, each character's centre as a fraction of
+    the crop width) of `text`."""
     fonts = _fonts_for(text) if text else []
     if not fonts:
         raise ValueError(f"no DejaVu font can draw {text!r}")
@@ -543,6 +555,7 @@ def _render(text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     rows = np.nonzero(ink.max(1))[0]
     x0, x1 = float(cols[0]), float(cols[-1] + 1)
     y0, y1 = float(rows[0]), float(rows[-1] + 1)
+    centres = np.stack([_char_centres(text, font, origin[0], tracking), np.full(len(text), (y0 + y1) / 2)], 1)
     if rng.random() < 0.5:
         # Many annotations box the whole line height, not just the ink.
         y0, y1 = min(y0, margin), max(y1, margin + ascent + descent)
@@ -573,6 +586,8 @@ def _render(text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     cw = int(np.ceil(bx1 + pad[2] - cx0))
     ch = int(np.ceil(by1 + pad[3] - cy0))
     shift = np.array([[1, 0, -cx0], [0, 1, -cy0], [0, 0, 1]])
+    centres = cv2.perspectiveTransform(centres.reshape(1, -1, 2), shift @ hom).reshape(-1, 2)[:, 0]
+    centres = np.clip(centres / cw, 0.0, 1.0)
     names = list(masks)
     stack = cv2.warpPerspective(np.dstack([masks[k] for k in names]), shift @ hom, (cw, ch),
                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -623,7 +638,7 @@ def _render(text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         crop += rng.standard_normal(crop.shape, dtype=np.float32) * np.float32(rng.uniform(1, 8))
     image = np.clip(np.rint(crop), 0, 255).astype(np.uint8)
     quality = int(rng.integers(_JPEG_QUALITY[0], _JPEG_QUALITY[1] + 1))
-    return image, quality
+    return image, quality, centres
 
 
 def _encode(image: np.ndarray, quality: int) -> bytes:
@@ -646,21 +661,22 @@ def render_word(text: str, rng: np.random.Generator) -> np.ndarray:
         the JPEG artefacts: identical to decoding the bytes the dataset stores for the
         same text and rng state.
     """
-    image, quality = _render(text, rng)
+    image, quality, _ = _render(text, rng)
     return cv2.imdecode(np.frombuffer(_encode(image, quality), np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
 # ----------------------------------------------------------------------------- dataset
 
-def _make_sample(seed: int, split: str, charset: str, case_sensitive: bool, index: int) -> tuple[bytes, str]:
-    """(JPEG bytes, label) of one sample, from its own (seed, split, index) stream."""
+def _make_sample(seed: int, split: str, charset: str, case_sensitive: bool,
+                 index: int) -> tuple[bytes, str, np.ndarray]:
+    """(JPEG bytes, label, character centres) of one sample, from its own (seed, split, index) stream."""
     rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
     text = _sample_text(rng, _vocabulary(charset, case_sensitive))
-    image, quality = _render(text, rng)
-    return _encode(image, quality), text
+    image, quality, centres = _render(text, rng)
+    return _encode(image, quality), text, centres
 
 
-def _samples(params: dict, split: str, pool) -> Iterator[tuple[bytes, str]]:
+def _samples(params: dict, split: str, pool) -> Iterator[tuple[bytes, str, np.ndarray]]:
     """Every sample of a split in index order, rendered here or by a process pool."""
     n = params[f"num_{split}"]
     make = functools.partial(_make_sample, params["seed"], split, params["charset"], params["case_sensitive"])
