@@ -69,13 +69,19 @@ def _numpy_ctc_nll(log_probs: np.ndarray, target: list[int], blank: int) -> floa
     return float(-np.logaddexp(alpha[-1, -1], alpha[-1, -2] if s > 1 else -np.inf))
 
 
-def test_ctc_loss_matches_numpy_forward_algorithm():
+def _fixed_logits():
+    """A 'network' whose input is its logits, so losses can be checked on chosen values."""
     import mindspore as ms
-    from src.crnn.network import CRNNWithLoss
 
     class FixedLogits(ms.nn.Cell):
         def construct(self, x):
             return x
+    return FixedLogits()
+
+
+def test_ctc_loss_matches_numpy_forward_algorithm():
+    import mindspore as ms
+    from src.crnn.network import CRNNWithLoss
 
     rng = np.random.default_rng(0)
     t_steps, batch, classes = 24, 3, 6
@@ -86,7 +92,7 @@ def test_ctc_loss_matches_numpy_forward_algorithm():
     for i, t in enumerate(targets):
         label[i, :len(t)] = t
     lengths = np.array([len(t) for t in targets], np.int32)
-    loss = CRNNWithLoss(FixedLogits(), blank)(ms.Tensor(logits), ms.Tensor(label), ms.Tensor(lengths))
+    loss = CRNNWithLoss(_fixed_logits(), blank)(ms.Tensor(logits), ms.Tensor(label), ms.Tensor(lengths))
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     expected = np.mean([_numpy_ctc_nll(log_probs[:, i], targets[i], blank) for i in range(batch)])
     assert float(loss.asnumpy()) == pytest.approx(expected, rel=1e-4)
@@ -96,10 +102,6 @@ def test_aligned_loss_adds_a_cross_entropy_that_fades_out():
     import mindspore as ms
     from src.crnn.network import CRNNWithAlignedLoss, CRNNWithLoss
     from src.data.text_dataset import ctc_frame_targets
-
-    class FixedLogits(ms.nn.Cell):
-        def construct(self, x):
-            return x
 
     rng = np.random.default_rng(1)
     t_steps, batch, classes = 24, 2, 6
@@ -112,8 +114,8 @@ def test_aligned_loss_adds_a_cross_entropy_that_fades_out():
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     cross_entropy = -sum(log_probs[t, 0, targets[0, t]] for t in range(t_steps) if targets[0, t] >= 0) / batch
     inputs = [ms.Tensor(v) for v in (logits, label, lengths)]
-    ctc = float(CRNNWithLoss(FixedLogits(), blank)(*inputs).asnumpy())
-    net = CRNNWithAlignedLoss(FixedLogits(), blank, fade_steps=2)
+    ctc = float(CRNNWithLoss(_fixed_logits(), blank)(*inputs).asnumpy())
+    net = CRNNWithAlignedLoss(_fixed_logits(), blank, fade_steps=2)
     assert [p.name for p in net.get_parameters()] == ["align_step"] and not net.trainable_params()
     losses = [float(net(*inputs, ms.Tensor(targets)).asnumpy()) for _ in range(4)]
     expected = [ctc + w * cross_entropy for w in (1.0, 0.5, 0.0, 0.0)]
