@@ -101,7 +101,7 @@ def test_ctc_loss_matches_numpy_forward_algorithm():
 def test_aligned_loss_adds_a_cross_entropy_that_fades_out():
     import mindspore as ms
     from src.crnn.network import CRNNWithAlignedLoss, CRNNWithLoss
-    from src.data.text_dataset import ctc_frame_targets
+    from src.data.text_dataset import ctc_step_targets
 
     rng = np.random.default_rng(1)
     t_steps, batch, classes = 24, 2, 6
@@ -109,7 +109,7 @@ def test_aligned_loss_adds_a_cross_entropy_that_fades_out():
     logits = rng.normal(size=(t_steps, batch, classes)).astype(np.float32)
     label = np.array([[0, 1, 1, blank], [3, 2, blank, blank]], np.int32)
     lengths = np.array([3, 2], np.int32)
-    targets = np.stack([ctc_frame_targets([0.2, 0.5, 0.6], [0, 1, 1], t_steps, blank),
+    targets = np.stack([ctc_step_targets([0.2, 0.5, 0.6], [0, 1, 1], t_steps, blank),
                         np.full(t_steps, -1, np.int32)])  # the second sample has no targets
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     cross_entropy = -sum(log_probs[t, 0, targets[0, t]] for t in range(t_steps) if targets[0, t] >= 0) / batch
@@ -133,10 +133,10 @@ def _collapse(path, blank):
     return out
 
 
-def test_ctc_frame_targets_are_valid_paths_near_the_centres():
-    from src.data.text_dataset import IGNORE, ctc_frame_targets
+def test_ctc_step_targets_are_valid_paths_near_the_centres():
+    from src.data.text_dataset import IGNORE, ctc_step_targets
     blank, steps = 36, 24
-    target = ctc_frame_targets([0.1, 0.3, 0.5, 0.7], [1, 2, 3, 4], steps, blank)
+    target = ctc_step_targets([0.1, 0.3, 0.5, 0.7], [1, 2, 3, 4], steps, blank)
     # step t looks at (t + 1) / 25 of the width
     assert [int(np.flatnonzero(target == c)[0]) for c in (1, 2, 3, 4)] == [2, 6, 12, 16]
     assert target[1] == target[3] == IGNORE and target[9] == blank
@@ -146,7 +146,7 @@ def test_ctc_frame_targets_are_valid_paths_near_the_centres():
         n = int(rng.integers(1, 13))
         ids = list(rng.integers(0, 3, n))  # three classes: many repeats
         centres = sorted(rng.uniform(0, 1, n))
-        target = ctc_frame_targets(centres, ids, steps, blank)
+        target = ctc_step_targets(centres, ids, steps, blank)
         assert target.shape == (steps,) and target.dtype == np.int32
         if (target == IGNORE).all():
             assert n + sum(a == b for a, b in zip(ids, ids[1:])) > steps
@@ -156,8 +156,8 @@ def test_ctc_frame_targets_are_valid_paths_near_the_centres():
         assert _collapse(target, blank) == ids
 
     # Too many characters for 24 steps, or centres that do not match the label: no targets.
-    assert (ctc_frame_targets(np.linspace(0, 1, 16), [1] * 16, steps, blank) == IGNORE).all()
-    assert (ctc_frame_targets([0.5, 0.6], [1], steps, blank) == IGNORE).all()
+    assert (ctc_step_targets(np.linspace(0, 1, 16), [1] * 16, steps, blank) == IGNORE).all()
+    assert (ctc_step_targets([0.5, 0.6], [1], steps, blank) == IGNORE).all()
 
 
 def test_step_targets_need_stored_character_centres(tmp_path):

@@ -22,7 +22,7 @@ from src.data.text_lmdb import TextLMDB
 
 # Ground truth travels through the eval pipeline as fixed-size UTF-8 bytes (zero-padded).
 LABEL_BYTES = 256
-# Time steps the alignment loss leaves free (see ctc_frame_targets).
+# Time steps the alignment loss leaves free (see ctc_step_targets).
 IGNORE = -1
 
 
@@ -86,7 +86,7 @@ class TextSamples:
         return len(self.rows)
 
 
-def ctc_frame_targets(centres: Sequence[float], ids: Sequence[int], num_steps: int, blank: int) -> np.ndarray:
+def ctc_step_targets(centres: Sequence[float], ids: Sequence[int], num_steps: int, blank: int) -> np.ndarray:
     """Per-time-step classes of one sample for a cross-entropy beside CTC: a CTC path placing
     each character at the time step nearest its centre.
 
@@ -139,7 +139,7 @@ class TextSource:
     """Random-access source for ``mindspore.dataset.GeneratorDataset``.
 
     Training items: (image, label ids padded with the blank to max_length, label length), and
-    with `time_steps` the per-time-step targets of `ctc_frame_targets` from the LMDB's
+    with `time_steps` the per-time-step targets of `ctc_step_targets` from the LMDB's
     character centres. Evaluation items: (image, the ground truth as UTF-8 bytes, set id,
     sample number). `rows` selects this source's samples (a data-parallel shard).
     """
@@ -196,7 +196,7 @@ class TextSource:
                 return image, label, np.int32(len(ids))
             # Centres that no longer match the label (characters stripped) leave every step free.
             centres = self.samples.dbs[set_id].positions(index) or []
-            steps = ctc_frame_targets(centres, ids, self.time_steps, self.samples.alphabet.blank)
+            steps = ctc_step_targets(centres, ids, self.time_steps, self.samples.alphabet.blank)
             return image, label, np.int32(len(ids)), steps
         truth = np.zeros(LABEL_BYTES, np.uint8)
         raw = text.encode("utf-8")[:LABEL_BYTES]
