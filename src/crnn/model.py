@@ -101,8 +101,10 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
     aligned = training and cfg.align_loss_steps > 0
     source = TextSource(samples, rows, cfg.img_shape, cfg.image_channels, cfg.max_text_length, training,
                         time_steps(cfg) if aligned else 0)
-    columns = ["image", "label", "label_length"] + (["step_target"] if aligned else []) if training \
-        else ["image", "label_bytes", "set_id", "sample"]
+    if training:
+        columns = ["image", "label", "label_length"] + (["step_target"] if aligned else [])
+    else:
+        columns = ["image", "label_bytes", "set_id", "sample"]
     # One thread: it reads 1,000-2,000 crops/s here (bench/crnn_speed.py), 50x what training
     # consumes, and the same source with 2 threads measured 4x slower. No processes, so the
     # skip counters stay in one place.

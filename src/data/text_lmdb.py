@@ -99,13 +99,14 @@ def write_text_lmdb(path: str, samples: Iterable[tuple], total: int | None = Non
         env = lmdb.open(tmp, map_size=map_size, subdir=True, meminit=False, map_async=True)
         try:
             txn = env.begin(write=True)
-            for image, label, *centres in tqdm(samples, total=total, desc=desc or f"writing {os.path.basename(path)}",
-                                               disable=desc is False, mininterval=2):
+            for image, label, *rest in tqdm(samples, total=total, desc=desc or f"writing {os.path.basename(path)}",
+                                            disable=desc is False, mininterval=2):
                 count += 1
                 txn.put(image_key(count), bytes(image))
                 txn.put(label_key(count), label.encode("utf-8"))
-                if centres and centres[0] is not None:
-                    txn.put(position_key(count), format_positions(centres[0]))
+                centres = rest[0] if rest else None
+                if centres is not None:
+                    txn.put(position_key(count), format_positions(centres))
                 if count % _COMMIT_EVERY == 0:
                     txn.commit()
                     txn = env.begin(write=True)
