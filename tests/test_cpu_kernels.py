@@ -191,6 +191,78 @@ def test_winograd_falls_back_where_the_direct_convolution_is_right(winograd_call
     assert not winograd_calls, "a batch with few tiles should use the direct convolution"
 
 
+@pytest.mark.parametrize("batch,in_channels,out_channels,height,width,pad_mode,bias,activation", [
+    (1, 16, 16, 4, 25, "same", True, "relu"),     # CRNN's deepest map: 26 tiles, a part-filled last block
+    (2, 24, 32, 9, 13, "pad", False, None),       # sizes that are not whole tiles; two panels, two chunks
+    (3, 16, 16, 1, 1, "same", True, "relu6"),     # a single pixel: every tap but the centre is padding
+])
+def test_winograd_inference_kernel_matches_conv2d(batch, in_channels, out_channels, height, width, pad_mode, bias,
+                                                  activation, graph_mode):
+    """After fuse_for_inference, the one-op kernel (transformed filters, bias and activation in
+    one pass) gives Conv2D's result below MIN_TILES, where training takes the direct convolution."""
+    rng = np.random.default_rng(10)
+    conv = WinogradConv2d(in_channels, out_channels, 3, pad_mode=pad_mode, padding=1 if pad_mode == "pad" else 0,
+                          has_bias=bias, activation=activation,
+                          weight_init=ms.Tensor(rng.normal(0, 1, (out_channels, in_channels, 3, 3)).astype(np.float32)),
+                          bias_init=ms.Tensor(rng.uniform(-1, 3, out_channels).astype(np.float32)) if bias else None)
+    x = ms.Tensor(rng.standard_normal((batch, in_channels, height, width)).astype(np.float32))
+    assert batch * -(-height // conv.tile) * -(-width // conv.tile) < winograd.MIN_TILES
+    reference = nn.SequentialCell([_reference(conv), _ACTIVATIONS[activation]()])
+    reference.set_train(False)
+    want = reference(x).asnumpy()
+    assert conv.fuse_for_inference()
+    fused = nn.SequentialCell([conv])  # a fresh graph, compiled after the fusion
+    fused.set_train(False)
+    got = fused(x).asnumpy()
+    if activation == "relu6":
+        assert (want == 0).any() and (want == 6).any(), "the test data should reach both ends of ReLU6"
+    # Winograd's rounding differs from Conv2D's: equal bits would mean the kernel did not run.
+    assert not np.array_equal(got, want), "the inference kernel was not compiled into the graph"
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_winograd_inference_kernel_is_declined_where_it_does_not_apply():
+    """fuse_for_inference keeps the usual path for output channels that are not whole panels of
+    16, convs built for export, and convs whose bias and activation moved to the next layer."""
+    assert not WinogradConv2d(16, 24, 3).fuse_for_inference()
+    with standard_operators():
+        assert not WinogradConv2d(16, 16, 3).fuse_for_inference()
+    moved = WinogradConv2d(16, 16, 3, has_bias=True, activation="relu")
+    moved.bias_and_activation_moved = True
+    assert not moved.fuse_for_inference()
+    assert moved.inference_filter is None
+
+
+def test_folded_crnn_runs_the_inference_kernel_and_matches(graph_mode):
+    """fold_batchnorm hands CRNN's 3x3 convolutions (all but the first, whose 3 input channels are
+    too few for Winograd) to the inference kernel, and the folded network's outputs match."""
+    from src.crnn.network import CRNN, CRNNInference
+    rng = np.random.default_rng(11)
+
+    def build():
+        ms.set_seed(3)
+        net = CRNNInference(CRNN(37))
+        net.set_train(False)
+        return net
+
+    unfolded, folded = build(), build()
+    for net in (unfolded, folded):  # BatchNorm statistics that make folding change the weights
+        for p in net.get_parameters():
+            if "moving_variance" in p.name:
+                p.set_data(ms.Tensor(np.random.default_rng(12).uniform(0.5, 2, p.shape).astype(np.float32)))
+            elif "moving_mean" in p.name:
+                p.set_data(ms.Tensor(np.random.default_rng(13).uniform(-0.2, 0.2, p.shape).astype(np.float32)))
+    fold_batchnorm(folded)
+    folded.set_train(False)
+    fused = [name for name, cell in folded.cells_and_names()
+             if isinstance(cell, WinogradConv2d) and cell.inference_filter is not None]
+    assert fused == [f"network.vgg.conv{i}.conv" for i in range(2, 7)]
+    x = ms.Tensor(rng.uniform(-1, 1, (2, 3, 32, 100)).astype(np.float32))
+    np.testing.assert_allclose(folded.network.vgg(x).asnumpy(), unfolded.network.vgg(x).asnumpy(),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(folded(x)[0].asnumpy(), unfolded(x)[0].asnumpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("built_for_export", [False, True])
 def test_batchnorm_folding_keeps_the_operators_of_the_conv(built_for_export):
     """Folding must neither drop a kernel nor add one to a network built for export."""

@@ -12,13 +12,20 @@ multiply-adds than the direct convolution:
 (their gradients are the adjoint kernels) and the (m+2)^2 channel sums as one BatchMatMul,
 whose gradients MindSpore derives itself. On Ascend, GPU, in exported graphs and when the
 kernel cannot be built it is plain ``nn.Conv2d``.
+
+For CPU inference below MIN_TILES, where the filter transform would cost more than it saves,
+`fuse_for_inference` (called by fold_batchnorm once the weights are final) transforms the
+filters once; the whole convolution, bias and activation included, then runs as one kernel
+(CRNN's VGG part at batch 1: 7.7 ms with Conv2D, 5.3-6.0 ms with the kernel).
 """
 from __future__ import annotations
 
 import mindspore as ms
+import numpy as np
 from mindspore import ops
 
 from . import aot
+from .activation import ACTIVATIONS
 from .conv import ActivatedConv2d
 
 _LIBRARY = "winograd"
@@ -26,13 +33,20 @@ _LIBRARY = "winograd"
 # convolution, F(2, 3) 2.25x; CRNN's layers took 0.79 s against 1.00 s (forward and backward,
 # batch 64). Both differ from Conv2D by 1e-6 to 3e-6 of the output's scale in float32.
 TILE = 4
-# Below these sizes the direct convolution is faster: the channel sums are GEMMs with
-# in_channels as their inner dimension (3 -> 64 channels took 0.073 s against Conv2D's 0.035 s
-# forward and backward at batch 64), and transforming the filters costs as much as the
-# products saved when there are few tiles (512 -> 512 channels on 4x25 at batch 1: 0.024 s
-# against 0.008 s).
+# Below these sizes training uses the direct convolution, which is faster there: the channel
+# sums are GEMMs with in_channels as their inner dimension (3 -> 64 channels took 0.073 s
+# against Conv2D's 0.035 s forward and backward at batch 64), and transforming the filters
+# costs as much as the products saved when there are few tiles (512 -> 512 channels on 4x25 at
+# batch 1: 0.024 s against 0.008 s). Inference uses the one-op kernel there instead.
 MIN_IN_CHANNELS = 16
 MIN_TILES = 128
+# The inference kernel's products take output channels 16 at a time.
+INFERENCE_PANEL = 16
+# The inference kernel's tile side. At batch 1 the transformed filters are read from memory on
+# every call: F(2, 3)'s are 16/9 the size of the filters, F(4, 3)'s 36/9. CRNN's convolutions
+# took the same time with either (the VGG part 5.9 ms at batch 1), and F(2, 3) holds 32 MB of
+# transformed filters for CRNN instead of 72 MB, with 20x smaller rounding differences.
+INFERENCE_TILE = 2
 
 
 def _tiles(size: int, tile: int) -> int:
@@ -95,19 +109,45 @@ class WinogradConv2d(ActivatedConv2d):
                        and self.group == 1 and same_size and in_channels >= MIN_IN_CHANNELS)
         library = aot.library_for_cell(_LIBRARY) if geometry_ok else None
         self.use_cpu_kernel = library is not None
+        self.library = library
         self.tile = TILE
         if self.use_cpu_kernel:
             self.filter_transform, self.input_transform, self.output_transform = _custom_ops(library, TILE)
             self.batch_matmul = ops.BatchMatMul()
+        # Set by fuse_for_inference.
+        self.inference_filter = None
+
+    def fuse_for_inference(self) -> bool:
+        """Transform and pack the filters for the one-op inference kernel (CPU, float32, output
+        channels a multiple of 16, bias and activation not moved to the next layer). Call once
+        the weights are final: later changes to them are not seen in inference. Returns whether
+        the kernel will be used."""
+        if (not self.use_cpu_kernel or self.out_channels % INFERENCE_PANEL
+                or self.bias_and_activation_moved or self.weight.dtype != ms.float32):
+            return False
+        filter_transform = _custom_ops(self.library, INFERENCE_TILE)[0]
+        u = filter_transform(self.weight).asnumpy()  # (points, K, C)
+        points, k, c = u.shape
+        packed = u.reshape(points, k // INFERENCE_PANEL, INFERENCE_PANEL, c).transpose(1, 0, 3, 2)
+        self.inference_filter = ms.Parameter(ms.Tensor(np.ascontiguousarray(packed)),
+                                             name=f"{self.weight.name}.winograd", requires_grad=False)
+        bias = self.bias if self.has_bias else ms.Tensor(np.zeros(k, np.float32))
+        self.inference_bias = ms.Parameter(bias, name=f"{self.weight.name}.winograd_bias", requires_grad=False)
+        suffix = ACTIVATIONS[self.activation].kernel_suffix
+        self.inference_conv = ops.Custom(f"{self.library}:WinogradConvF{INFERENCE_TILE}{suffix}",
+                                         out_shape=lambda x, u, b: [x[0], b[0], x[2], x[3]],
+                                         out_dtype=lambda x, u, b: x, func_type="aot")
+        return True
 
     def construct(self, x):
         n, _, h, w = x.shape
-        if (self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32
-                and n * _tiles(h, self.tile) * _tiles(w, self.tile) >= MIN_TILES):
-            output = self.winograd(x)
-        else:
-            output = self.conv2d(x, self.weight)
-        return self.add_bias_and_activate(output)
+        on_kernel = self.use_cpu_kernel and x.dtype == ms.float32 and self.weight.dtype == ms.float32
+        many_tiles = n * _tiles(h, self.tile) * _tiles(w, self.tile) >= MIN_TILES
+        if on_kernel and many_tiles:
+            return self.add_bias_and_activate(self.winograd(x))
+        if on_kernel and self.inference_filter is not None and not self.training:
+            return self.inference_conv(x, self.inference_filter, self.inference_bias)
+        return self.add_bias_and_activate(self.conv2d(x, self.weight))
 
     def winograd(self, x):
         """The convolution of x with self.weight, computed as described in the module docstring."""

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -133,8 +134,9 @@ class WorkerPool {
   uint64_t generation_ = 0;
 };
 
-// Calls fn(i) for every i in [0, n), split into contiguous ranges over the usable cores;
-// `work` is the total number of element operations, to keep small calls single-threaded.
+// Calls fn(i) for every i in [0, n) on up to usable_cores() threads, each taking runs of
+// consecutive indices as it gets to them (calls of fn must be independent); `work` is the
+// total number of element operations, to keep small calls single-threaded.
 template <class F>
 void parallel_for(int64_t n, int64_t work, F fn) {
   constexpr int64_t kMinWorkPerThread = 1 << 15;
@@ -143,9 +145,19 @@ void parallel_for(int64_t n, int64_t work, F fn) {
     for (int64_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  WorkerPool::get().run(threads, [&](int64_t t) {
-    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
-    for (int64_t i = begin; i < end; ++i) fn(i);
+  // Claimed runs rather than fixed shares: a worker that wakes late (MindSpore's own threads
+  // spin between operators and can hold the other core) then delays only the runs it takes,
+  // not half the call. CRNN at batch 1 (median of 300 runs, three processes each): 9.4-9.9 ms
+  // with fixed halves, 8.6-9.8 ms with claimed runs.
+  const int64_t grain = std::max<int64_t>(1, n / (threads * 8));
+  std::atomic<int64_t> next{0};
+  WorkerPool::get().run(threads, [&](int64_t) {
+    for (;;) {
+      const int64_t begin = next.fetch_add(grain, std::memory_order_relaxed);
+      if (begin >= n) return;
+      const int64_t end = std::min(n, begin + grain);
+      for (int64_t i = begin; i < end; ++i) fn(i);
+    }
   });
 }
 

@@ -27,6 +27,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "common.h"
 
 namespace {
@@ -391,6 +395,216 @@ int filter_adjoint(int nparam, void** params, int*, int64_t** shapes, const char
   return 0;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Inference: the whole convolution in one op, with the filters transformed once beforehand.
+//
+// Why: at batch 1 the convolutions of CRNN ran through oneDNN's direct GEMM at ~160 GFLOP/s
+// and were ~80% of the latency; transforming the filters on every call (as training must)
+// costs more than Winograd saves there. Here U comes in packed for the products below, the
+// products are register-blocked by hand, and the output transform adds the bias and applies
+// the activation before the tile leaves the registers.
+//
+//   WinogradConvF2[Relu|Relu6]: x (N, C, H, W), U (K/16, a*a, C, 16), bias (K) -> y (N, K, H, W)
+//
+// U[j][pq][c][l] is the transformed filter of output channel 16 j + l (WinogradFilter's
+// U[pq][16 j + l][c]); K must be a multiple of 16. A panel's filters at all points are
+// contiguous: at batch 1 they are read once per call, mostly from memory, as one stream.
+// The input transform writes V as (a*a, blocks, C, kRows): the kRows tiles of a block side by
+// side for every channel, so the product of one block with one panel of 16 output channels
+// reads both operands contiguously. The template takes m = 4 too; only F(2, 3) is exported
+// (src/ops/winograd.py says why).
+
+constexpr int kRows = 6;     // tiles per register block
+constexpr int kPanel = 16;   // output channels per register block: two AVX vectors
+constexpr int64_t kChunkBlocks = 8;  // blocks whose products share one pass over a filter panel
+
+// Floats between the V of consecutive transform points. Padded by one cache line: unpadded
+// (often a multiple of 4 KiB) the stores of one tile's a*a values all land in the same cache
+// set and evict each other.
+inline int64_t point_stride(int64_t blocks, int64_t C) { return blocks * C * kRows + 16; }
+
+// out += coefficient * value, skipping the transform matrices' zeros and ones once unrolled.
+template <class T>
+inline void add_scaled(T& out, float coefficient, const T& value) {
+  if (coefficient == 0.f) return;
+  if (coefficient == 1.f) {
+    out += value;
+  } else if (coefficient == -1.f) {
+    out -= value;
+  } else {
+    out += coefficient * value;
+  }
+}
+
+template <int M>
+void pack_input(const Tiles& g, int64_t blocks, const float* x, float* v) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  const int64_t T = g.count(), C = g.c, stride = point_stride(blocks, C);
+  ms_zoo::parallel_for(C, C * T * a * a * 4, [&](int64_t c) {
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = t / (g.th * g.tw), ti = t / g.tw % g.th, tj = t % g.tw;
+      const float* plane = x + (n * C + c) * g.h * g.w;
+      const int64_t top = ti * M - 1, left = tj * M - 1;
+      float d[a][a];
+      const bool inside = top >= 0 && left >= 0 && top + a <= g.h && left + a <= g.w;
+#pragma GCC unroll 8
+      for (int k = 0; k < a; ++k)
+#pragma GCC unroll 8
+        for (int l = 0; l < a; ++l) {
+          const int64_t yy = top + k, xx = left + l;
+          d[k][l] = inside || (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w) ? plane[yy * g.w + xx] : 0.f;
+        }
+      float half[a][a] = {};  // B^T d
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int k = 0; k < a; ++k)
+#pragma GCC unroll 8
+          for (int l = 0; l < a; ++l) add_scaled(half[p][l], Mat::BT[p][k], d[k][l]);
+      float* out = v + ((t / kRows) * C + c) * kRows + t % kRows;
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int q = 0; q < a; ++q) {
+          float value = 0.f;
+#pragma GCC unroll 8
+          for (int l = 0; l < a; ++l) add_scaled(value, Mat::BT[q][l], half[p][l]);
+          out[(p * a + q) * stride] = value;
+        }
+    }
+  });
+}
+
+// out (Rows x kPanel) = sum over c of v[c][r] * u[c][0..kPanel): Rows tiles of one block times
+// one panel of transformed filters, at one transform point.
+template <int Rows>
+void block_product(const float* v, const float* u, int64_t C, float* out) {
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 acc[Rows][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < C; ++c) {
+    const __m256 u0 = _mm256_loadu_ps(u + c * kPanel), u1 = _mm256_loadu_ps(u + c * kPanel + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < Rows; ++r) {
+      const __m256 vr = _mm256_broadcast_ss(v + c * kRows + r);
+      acc[r][0] = _mm256_fmadd_ps(vr, u0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(vr, u1, acc[r][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < Rows; ++r) {
+    _mm256_storeu_ps(out + r * kPanel, acc[r][0]);
+    _mm256_storeu_ps(out + r * kPanel + 8, acc[r][1]);
+  }
+#else
+  std::fill_n(out, Rows * kPanel, 0.f);
+  for (int64_t c = 0; c < C; ++c)
+    for (int r = 0; r < Rows; ++r)
+      for (int l = 0; l < kPanel; ++l) out[r * kPanel + l] += v[c * kRows + r] * u[c * kPanel + l];
+#endif
+}
+
+inline void block_product(int rows, const float* v, const float* u, int64_t C, float* out) {
+  switch (rows) {
+    case 1: return block_product<1>(v, u, C, out);
+    case 2: return block_product<2>(v, u, C, out);
+    case 3: return block_product<3>(v, u, C, out);
+    case 4: return block_product<4>(v, u, C, out);
+    case 5: return block_product<5>(v, u, C, out);
+    default: return block_product<6>(v, u, C, out);
+  }
+}
+
+typedef float Lanes8 __attribute__((vector_size(32)));
+
+// y tiles of `rows` tiles from their products prod[pq][r][0..kPanel) (one panel of output
+// channels starting at k0): A^T M A, plus the bias, then the activation.
+template <int M, int Activation>
+void output_tiles(const Tiles& g, int64_t first_tile, int rows, const float* prod, int64_t K, int64_t k0,
+                  const float* bias, float* y) {
+  using Mat = Matrices<M>;
+  constexpr int a = Mat::a;
+  constexpr float high = ms_zoo::clamp_high(Activation);
+  for (int r = 0; r < rows; ++r) {
+    const int64_t t = first_tile + r;
+    const int64_t n = t / (g.th * g.tw), ti = t / g.tw % g.th, tj = t % g.tw;
+    for (int half = 0; half < kPanel / 8; ++half) {
+      Lanes8 m[a][a], side[M][a] = {}, tile[M][M] = {}, b;
+      std::memcpy(&b, bias + k0 + half * 8, sizeof(b));
+#pragma GCC unroll 8
+      for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+        for (int q = 0; q < a; ++q) std::memcpy(&m[p][q], prod + ((p * a + q) * kRows + r) * kPanel + half * 8, sizeof(b));
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int p = 0; p < a; ++p)
+#pragma GCC unroll 8
+          for (int q = 0; q < a; ++q) add_scaled(side[i][q], Mat::AT[i][p], m[p][q]);
+#pragma GCC unroll 8
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < M; ++j) {
+#pragma GCC unroll 8
+          for (int q = 0; q < a; ++q) add_scaled(tile[i][j], Mat::AT[j][q], side[i][q]);
+          tile[i][j] += b;
+          if (Activation != 0) {
+            for (int l = 0; l < 8; ++l) tile[i][j][l] = std::min(std::max(tile[i][j][l], 0.f), high);
+          }
+        }
+      for (int i = 0; i < M; ++i) {
+        const int64_t yy = ti * M + i;
+        if (yy >= g.h) break;
+        for (int j = 0; j < M; ++j) {
+          const int64_t xx = tj * M + j;
+          if (xx >= g.w) break;
+          float* out = y + ((n * K + k0 + half * 8) * g.h + yy) * g.w + xx;
+          for (int l = 0; l < 8; ++l) out[l * g.h * g.w] = tile[i][j][l];
+        }
+      }
+    }
+  }
+}
+
+template <int M, int Activation>
+int inference_conv(int nparam, void** params, int*, int64_t** shapes, const char** dtypes) {
+  if (nparam != 4 || !ms_zoo::all_float32(dtypes, 0, 4)) return 1;
+  constexpr int a = M + 2;
+  const Tiles g = input_tiles<M>(shapes[0]);
+  const int64_t C = g.c, panels = shapes[1][0], K = panels * kPanel;
+  if (shapes[1][1] != a * a || shapes[1][2] != C || shapes[1][3] != kPanel || shapes[2][0] != K) return 1;
+  const float* x = static_cast<const float*>(params[0]);
+  const float* u = static_cast<const float*>(params[1]);
+  const float* bias = static_cast<const float*>(params[2]);
+  float* y = static_cast<float*>(params[3]);
+  const int64_t T = g.count(), blocks = (T + kRows - 1) / kRows;
+  const int64_t chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
+  float* v = ms_zoo::scratch<2>(a * a * point_stride(blocks, C));
+  pack_input<M>(g, blocks, x, v);
+  // One item: one panel of output channels for one chunk of blocks. A panel's filters are
+  // read once per chunk and stay in cache over the chunk's blocks; a chunk's V stays in cache
+  // over the panels, which are consecutive items.
+  ms_zoo::parallel_for(chunks * panels, T * K * C * a * a, [&](int64_t item) {
+    const int64_t chunk = item / panels, j = item % panels;
+    const int64_t first = chunk * kChunkBlocks, last = std::min(blocks, first + kChunkBlocks);
+    float* prod = ms_zoo::scratch<3>(kChunkBlocks * a * a * kRows * kPanel);
+    for (int pq = 0; pq < a * a; ++pq) {
+      const float* panel = u + (j * a * a + pq) * C * kPanel;
+      for (int64_t b = first; b < last; ++b)
+        block_product(static_cast<int>(std::min<int64_t>(kRows, T - b * kRows)),
+                      v + pq * point_stride(blocks, C) + b * C * kRows, panel, C,
+                      prod + ((b - first) * a * a + pq) * kRows * kPanel);
+    }
+    for (int64_t b = first; b < last; ++b)
+      output_tiles<M, Activation>(g, b * kRows, static_cast<int>(std::min<int64_t>(kRows, T - b * kRows)),
+                                  prod + (b - first) * a * a * kRows * kPanel, K, j * kPanel, bias, y);
+  });
+  return 0;
+}
+
 }  // namespace
 
 MS_ZOO_AOT_ENTRY(WinogradFilterF2, filter_transform<2>)
@@ -405,3 +619,6 @@ MS_ZOO_AOT_ENTRY(WinogradOutputF2, output_transform<2>)
 MS_ZOO_AOT_ENTRY(WinogradOutputF4, output_transform<4>)
 MS_ZOO_AOT_ENTRY(WinogradOutputAdjointF2, output_adjoint<2>)
 MS_ZOO_AOT_ENTRY(WinogradOutputAdjointF4, output_adjoint<4>)
+MS_ZOO_AOT_ENTRY(WinogradConvF2, (inference_conv<2, 0>))
+MS_ZOO_AOT_ENTRY(WinogradConvF2Relu, (inference_conv<2, 1>))
+MS_ZOO_AOT_ENTRY(WinogradConvF2Relu6, (inference_conv<2, 6>))
