@@ -437,6 +437,18 @@ inline void add_scaled(T& out, float coefficient, const T& value) {
   }
 }
 
+// out += coefficients x in, for a transform matrix and a tile (of floats or of vectors).
+template <int Rows, int Inner, int Cols, class T>
+inline void add_left_product(const float (&coefficients)[Rows][Inner], const T (&in)[Inner][Cols],
+                             T (&out)[Rows][Cols]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < Rows; ++i)
+#pragma GCC unroll 8
+    for (int k = 0; k < Inner; ++k)
+#pragma GCC unroll 8
+      for (int j = 0; j < Cols; ++j) add_scaled(out[i][j], coefficients[i][k], in[k][j]);
+}
+
 template <int M>
 void pack_input(const Tiles& g, int64_t blocks, const float* x, float* v) {
   using Mat = Matrices<M>;
@@ -457,12 +469,7 @@ void pack_input(const Tiles& g, int64_t blocks, const float* x, float* v) {
           d[k][l] = inside || (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w) ? plane[yy * g.w + xx] : 0.f;
         }
       float half[a][a] = {};  // B^T d
-#pragma GCC unroll 8
-      for (int p = 0; p < a; ++p)
-#pragma GCC unroll 8
-        for (int k = 0; k < a; ++k)
-#pragma GCC unroll 8
-          for (int l = 0; l < a; ++l) add_scaled(half[p][l], Mat::BT[p][k], d[k][l]);
+      add_left_product(Mat::BT, d, half);
       float* out = v + ((t / kRows) * C + c) * kRows + t % kRows;
 #pragma GCC unroll 8
       for (int p = 0; p < a; ++p)
@@ -538,12 +545,7 @@ void output_tiles(const Tiles& g, int64_t first_tile, int rows, const float* pro
       for (int p = 0; p < a; ++p)
 #pragma GCC unroll 8
         for (int q = 0; q < a; ++q) std::memcpy(&m[p][q], prod + ((p * a + q) * kRows + r) * kPanel + half * 8, sizeof(b));
-#pragma GCC unroll 8
-      for (int i = 0; i < M; ++i)
-#pragma GCC unroll 8
-        for (int p = 0; p < a; ++p)
-#pragma GCC unroll 8
-          for (int q = 0; q < a; ++q) add_scaled(side[i][q], Mat::AT[i][p], m[p][q]);
+      add_left_product(Mat::AT, m, side);  // A^T M
 #pragma GCC unroll 8
       for (int i = 0; i < M; ++i)
 #pragma GCC unroll 8
