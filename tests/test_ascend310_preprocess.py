@@ -549,11 +549,12 @@ def test_main_errors_with_stub_mindspore(stub_main, tmp_path):
     assert _run(base + ["--bogus=1"]).returncode == 2
     assert _run(base + ["--image_height=0"]).returncode == 2
     assert _run(base + ["--device_id=-1"]).returncode == 2
-    missing = _run([stub_main, f"--mindir_path={tmp_path / 'no.mindir'}", f"--dataset_path={data}"])
+    # Without --output_dir the program writes to ./result_Files: run where that is harmless.
+    missing = _run([stub_main, f"--mindir_path={tmp_path / 'no.mindir'}", f"--dataset_path={data}"], cwd=tmp_path)
     assert missing.returncode == 1 and "cannot load MINDIR" in missing.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
-    none = _run([stub_main, f"--mindir_path={mindir}", f"--dataset_path={empty}"])
+    none = _run([stub_main, f"--mindir_path={mindir}", f"--dataset_path={empty}"], cwd=tmp_path)
     assert none.returncode == 1 and "no .jpg" in none.stderr
     # A fixed model input shape must match --image_height/--image_width.
     env = dict(os.environ, MS_STUB_INPUT_HW="300x300")
