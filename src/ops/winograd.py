@@ -131,8 +131,9 @@ class WinogradConv2d(ActivatedConv2d):
         packed = u.reshape(points, k // INFERENCE_PANEL, INFERENCE_PANEL, c).transpose(1, 0, 3, 2)
         self.inference_filter = ms.Parameter(ms.Tensor(np.ascontiguousarray(packed)),
                                              name=f"{self.weight.name}.winograd", requires_grad=False)
-        bias = self.bias if self.has_bias else ms.Tensor(np.zeros(k, np.float32))
-        self.inference_bias = ms.Parameter(bias, name=f"{self.weight.name}.winograd_bias", requires_grad=False)
+        # The kernel always adds a bias: the conv's own Parameter, or zeros.
+        self.inference_bias = self.bias if self.has_bias else ms.Parameter(
+            ms.Tensor(np.zeros(k, np.float32)), name=f"{self.weight.name}.winograd_bias", requires_grad=False)
         suffix = ACTIVATIONS[self.activation].kernel_suffix
         self.inference_conv = ops.Custom(f"{self.library}:WinogradConvF{INFERENCE_TILE}{suffix}",
                                          out_shape=lambda x, u, b: [x[0], b[0], x[2], x[3]],

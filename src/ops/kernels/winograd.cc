@@ -493,7 +493,7 @@ void block_product(const float* v, const float* u, int64_t C, float* out) {
 #pragma GCC unroll 6
   for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (int64_t c = 0; c < C; ++c) {
-    const __m256 u0 = _mm256_loadu_ps(u + c * kPanel), u1 = _mm256_loadu_ps(u + c * kPanel + 8);
+    const __m256 u0 = _mm256_loadu_ps(u + c * kPanel), u1 = _mm256_loadu_ps(u + c * kPanel + kLanes);
 #pragma GCC unroll 6
     for (int r = 0; r < Rows; ++r) {
       const __m256 vr = _mm256_broadcast_ss(v + c * kRows + r);
@@ -504,7 +504,7 @@ void block_product(const float* v, const float* u, int64_t C, float* out) {
 #pragma GCC unroll 6
   for (int r = 0; r < Rows; ++r) {
     _mm256_storeu_ps(out + r * kPanel, acc[r][0]);
-    _mm256_storeu_ps(out + r * kPanel + 8, acc[r][1]);
+    _mm256_storeu_ps(out + r * kPanel + kLanes, acc[r][1]);
   }
 #else
   std::fill_n(out, Rows * kPanel, 0.f);
@@ -525,7 +525,7 @@ inline void block_product(int rows, const float* v, const float* u, int64_t C, f
   }
 }
 
-typedef float Lanes8 __attribute__((vector_size(32)));
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
 
 // y tiles of `rows` tiles from their products prod[pq][r][0..kPanel) (one panel of output
 // channels starting at k0): A^T M A, plus the bias, then the activation.
@@ -538,13 +538,13 @@ void output_tiles(const Tiles& g, int64_t first_tile, int rows, const float* pro
   for (int r = 0; r < rows; ++r) {
     const int64_t t = first_tile + r;
     const int64_t n = t / (g.th * g.tw), ti = t / g.tw % g.th, tj = t % g.tw;
-    for (int half = 0; half < kPanel / 8; ++half) {
-      Lanes8 m[a][a], side[M][a] = {}, tile[M][M] = {}, b;
-      std::memcpy(&b, bias + k0 + half * 8, sizeof(b));
+    for (int half = 0; half < kPanel / kLanes; ++half) {
+      Lanes m[a][a], side[M][a] = {}, tile[M][M] = {}, b;
+      std::memcpy(&b, bias + k0 + half * kLanes, sizeof(b));
 #pragma GCC unroll 8
       for (int p = 0; p < a; ++p)
 #pragma GCC unroll 8
-        for (int q = 0; q < a; ++q) std::memcpy(&m[p][q], prod + ((p * a + q) * kRows + r) * kPanel + half * 8, sizeof(b));
+        for (int q = 0; q < a; ++q) std::memcpy(&m[p][q], prod + ((p * a + q) * kRows + r) * kPanel + half * kLanes, sizeof(b));
       add_left_product(Mat::AT, m, side);  // A^T M
 #pragma GCC unroll 8
       for (int i = 0; i < M; ++i)
@@ -554,7 +554,7 @@ void output_tiles(const Tiles& g, int64_t first_tile, int rows, const float* pro
           for (int q = 0; q < a; ++q) add_scaled(tile[i][j], Mat::AT[j][q], side[i][q]);
           tile[i][j] += b;
           if (Activation != 0) {
-            for (int l = 0; l < 8; ++l) tile[i][j][l] = std::min(std::max(tile[i][j][l], 0.f), high);
+            for (int l = 0; l < kLanes; ++l) tile[i][j][l] = std::min(std::max(tile[i][j][l], 0.f), high);
           }
         }
       for (int i = 0; i < M; ++i) {
@@ -563,8 +563,8 @@ void output_tiles(const Tiles& g, int64_t first_tile, int rows, const float* pro
         for (int j = 0; j < M; ++j) {
           const int64_t xx = tj * M + j;
           if (xx >= g.w) break;
-          float* out = y + ((n * K + k0 + half * 8) * g.h + yy) * g.w + xx;
-          for (int l = 0; l < 8; ++l) out[l * g.h * g.w] = tile[i][j][l];
+          float* out = y + ((n * K + k0 + half * kLanes) * g.h + yy) * g.w + xx;
+          for (int l = 0; l < kLanes; ++l) out[l * g.h * g.w] = tile[i][j][l];
         }
       }
     }
