@@ -9,7 +9,7 @@ import os
 
 import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 from src.engine.evaluate import run_evaluation
-from src.engine.inference import load_inference_network
+from src.engine.inference import frozen_forward, load_inference_network
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
 from src.registry import get_model
@@ -22,7 +22,7 @@ def main(argv=None) -> dict:
     net = load_inference_network(cfg, api, cfg.checkpoint_path)
     dataset = api.create_dataset(cfg, "val")
     evaluator = api.create_evaluator(cfg)
-    metrics = run_evaluation(api, cfg, net, dataset, evaluator)
+    metrics = run_evaluation(api, cfg, frozen_forward(net), dataset, evaluator)
     out_dir = os.path.join(os.path.abspath(cfg.output_dir), "eval")
     results = evaluator.write_results(out_dir)
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:

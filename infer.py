@@ -5,7 +5,7 @@ recognizers print the text and its confidence."""
 import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 import mindspore as ms
 
-from src.engine.inference import load_inference_network, read_image
+from src.engine.inference import frozen_forward, load_inference_network, read_image
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
 from src.registry import get_model
@@ -19,7 +19,7 @@ def main(argv=None) -> dict:
     api = get_model(cfg.model)
     net = load_inference_network(cfg, api, cfg.ckpt_file)
     img = read_image(cfg.image)
-    outputs = net(ms.Tensor(api.preprocess_image(cfg, img)))
+    outputs = frozen_forward(net)(ms.Tensor(api.preprocess_image(cfg, img)))
     meta = {"height": img.shape[0], "width": img.shape[1]}
     result = api.postprocess(cfg, [o.asnumpy() for o in outputs], [meta])[0]
     api.show_result(cfg, img, result, cfg.output or None)

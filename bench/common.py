@@ -42,6 +42,27 @@ def median_time(fn, repeats: int) -> float:
     return times[len(times) // 2]
 
 
+def inference_latencies(net, x, repeats: int, rounds: int = 4) -> dict:
+    """Median seconds of one forward pass of the eval-mode `net` on x, with outputs copied to
+    numpy, called two ways: "" through `frozen_forward`, as eval.py and infer.py call it, and
+    "_cell_call" as `net(x)`, as the official scripts call their networks. The two take turns
+    in `rounds` blocks of back-to-back calls, so that both see the same machine state (this
+    VM drifts) while each block runs with its own graph's weights in cache, as a real loop would.
+    Compilation and each block's first call are excluded."""
+    import time
+    from src.engine.inference import frozen_forward
+    calls = {"": frozen_forward(net), "_cell_call": net}
+    times = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            [o.asnumpy() for o in call(x)]  # compiles on the first round, warms the caches on later ones
+            for _ in range(max(1, repeats // rounds)):
+                start = time.perf_counter()
+                [o.asnumpy() for o in call(x)]
+                times[key].append(time.perf_counter() - start)
+    return {key: sorted(t)[len(t) // 2] for key, t in times.items()}
+
+
 def operator_variants():
     """(result-key suffix, context manager to build networks in): the repository's CPU kernels
     (src/ops) and MindSpore's own operators, so that one run measures both on the same machine

@@ -439,3 +439,20 @@ def test_load_weights_drop_prefixes(saved):
     report = load_weights(dst, path, drop_prefixes=("head.",))
     assert report["missing"] == ["head.bias", "head.weight"] and report["loaded"] == 2
     np.testing.assert_array_equal(_params(dst)["head.weight"], before["head.weight"])
+
+
+def test_frozen_forward_matches_the_cell_and_keeps_its_weights():
+    from src.engine.inference import frozen_forward
+    net = nn.SequentialCell([nn.Conv2d(3, 4, 3, has_bias=True, bias_init="normal"), nn.ReLU()])
+    net.set_train(False)
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    forward = frozen_forward(net)
+    first = forward(x).asnumpy()
+    np.testing.assert_array_equal(first, net(x).asnumpy())
+    y = ms.Tensor(rng.standard_normal((2, 3, 6, 6)).astype(np.float32))  # another shape compiles again
+    np.testing.assert_array_equal(forward(y).asnumpy(), net(y).asnumpy())
+    # The weights are compiled in: why eval-while-training calls the cell instead.
+    net[0].weight.set_data(ms.Tensor(net[0].weight.asnumpy() * 2))
+    assert not np.allclose(net(x).asnumpy(), first)
+    np.testing.assert_array_equal(forward(x).asnumpy(), first)

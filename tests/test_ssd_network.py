@@ -106,7 +106,7 @@ def test_mixed_precision_keeps_parameter_names_and_runs(tiny_ssd_args):
 
 def test_folding_batchnorm_keeps_inference_outputs(cfg_81):
     import mindspore as ms
-    from src.engine.inference import fold_batchnorm
+    from src.engine.inference import fold_batchnorm, frozen_forward
     from src.ssd import model
     net = model.build_inference_network(cfg_81)
     rng = np.random.default_rng(3)
@@ -124,3 +124,6 @@ def test_folding_batchnorm_keeps_inference_outputs(cfg_81):
     after = [o.asnumpy() for o in net(x)]
     for a, b in zip(after, before):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # eval.py and infer.py run the folded network through frozen_forward.
+    for a, b in zip(after, [o.asnumpy() for o in frozen_forward(net)(x)]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -114,6 +114,7 @@ def train(cfg) -> dict:
         evaluator = api.create_evaluator(cfg)
 
         def evaluate() -> dict:
+            infer_net.set_train(False)  # the weights change between evaluations: no frozen_forward
             metrics = run_evaluation(api, cfg, infer_net, eval_set, evaluator)
             net_with_loss.set_train(True)
             return metrics
