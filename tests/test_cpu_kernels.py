@@ -480,6 +480,38 @@ def test_lstm_matches_mindspore(steps, batch, in_size, hidden, bidirectional, gr
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(w).max()))
 
 
+@pytest.mark.parametrize("steps,batch,in_size,hidden,bidirectional", [
+    (7, 5, 12, 8, True),      # 35 rows: blocks of 4 and a tail of 3; two panels per direction
+    (3, 1, 20, 4, False),     # one direction, one panel
+    (24, 1, 64, 32, True),    # CRNN at batch 1
+])
+def test_lstm_inference_kernel_with_input_projections_matches_mindspore(steps, batch, in_size, hidden, bidirectional):
+    ours = LSTM(in_size, hidden, bidirectional=bidirectional)
+    ref = nn.LSTM(in_size, hidden, bidirectional=bidirectional)
+    for p, q in zip(ours.get_parameters(), ref.get_parameters()):
+        q.set_data(p.data.copy())
+    ours.fuse_for_inference()
+    assert ours.input_panels is not None
+    ours.set_train(False)
+    ref.set_train(False)
+    x = ms.Tensor(np.random.default_rng(5).standard_normal((steps, batch, in_size)).astype(np.float32) * 3)
+    (y, (h_n, c_n)), (y_ref, (h_ref, c_ref)) = ours(x), ref(x)
+    for g, w in ((y, y_ref), (h_n, h_ref), (c_n, c_ref)):
+        np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-5, atol=1e-5 * max(1.0, np.abs(w.asnumpy()).max()))
+    # Training keeps the per-direction path (with its gradients); the packed weights are not parameters to train.
+    assert not [p for p in ours.trainable_params() if "panels" in p.name or "joined" in p.name]
+
+
+def test_lstm_inference_kernel_is_declined_where_it_does_not_apply():
+    odd = LSTM(4, 3)  # 12 gate columns: not whole 16-column strips
+    odd.fuse_for_inference()
+    assert odd.input_panels is None
+    with standard_operators():
+        exported = LSTM(4, 8)
+    exported.fuse_for_inference()
+    assert exported.input_panels is None
+
+
 def test_lstm_falls_back_where_the_kernel_does_not_apply():
     with standard_operators():
         assert not LSTM(4, 8).use_cpu_kernel

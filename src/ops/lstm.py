@@ -5,7 +5,8 @@ a quarter of its training step. `LSTM` computes every step's input projection as
 product (MindSpore's MatMul) and runs the sequential part, the small per-step product with
 W_hh and the gates, in ``kernels/lstm.cc``, both directions at once on separate threads. The
 backward pass is the kernel's back-propagation through time for the gate gradients, then
-matrix products for the weight gradients.
+matrix products for the weight gradients. For inference, `fuse_for_inference` packs the input
+weights once, and the kernel computes the input projections too.
 
 It is ``nn.LSTM`` (same arguments, parameters and checkpoints) wherever the kernel does not
 apply: Ascend and GPU, exported graphs, several layers, batch-first input, given initial states
@@ -13,12 +14,14 @@ or sequence lengths, no bias, float16.
 """
 from __future__ import annotations
 
+import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
 from . import aot
 
 _LIBRARY = "lstm"
+_PANEL = 16  # output columns per packed weight strip (kPanel in kernels/lstm.cc)
 
 
 _MATMUL_TA = ops.MatMul(transpose_a=True)
@@ -71,21 +74,46 @@ class LSTM(nn.LSTM):
         library = aot.library_for_cell(_LIBRARY) if num_layers == 1 and has_bias and not batch_first else None
         self.use_cpu_kernel = library is not None
         self.directions = 2 if bidirectional else 1
+        self.library = library
         if self.use_cpu_kernel:
             self.recurrence = _custom_ops(library, self.directions)
             self.project = ops.MatMul(transpose_b=True)
+        # Set by fuse_for_inference.
+        self.input_panels = None
+
+    def fuse_for_inference(self) -> None:
+        """Pack the directions' input weights side by side for the inference kernel, which then
+        computes the input projections itself (called by fold_batchnorm once the weights are
+        final: later changes to them are not seen in inference)."""
+        gates = self.directions * 4 * self.hidden_size
+        if not self.use_cpu_kernel or self.w_ih_list[0].dtype != ms.float32 or gates % _PANEL:
+            return
+        w_ih = np.concatenate([w.asnumpy() for w in self.w_ih_list])  # (D*4H, K)
+        panels = w_ih.reshape(gates // _PANEL, _PANEL, -1).transpose(0, 2, 1)  # strips of W_ih^T
+        self.input_panels = ms.Parameter(ms.Tensor(np.ascontiguousarray(panels)),
+                                         name=f"{self.w_ih_list[0].name}.panels", requires_grad=False)
+        self.input_bias = ms.Parameter(
+            ms.Tensor(np.concatenate([bi.asnumpy() + bh.asnumpy() for bi, bh in zip(self.b_ih_list, self.b_hh_list)])),
+            name=f"{self.b_ih_list[0].name}.joined", requires_grad=False)
+        self.projected_recurrence = ops.Custom(
+            f"{self.library}:LstmForwardProjected", func_type="aot",
+            out_shape=lambda x, p, b, *w: ([x[0], x[1], b[0] // 4], [x[0], x[1], b[0] // 4], [x[0], x[1], b[0]]),
+            out_dtype=lambda x, *rest: (x, x, x))
 
     def construct(self, x, hx=None, seq_length=None):
         if not self.use_cpu_kernel or hx is not None or seq_length is not None or x.dtype != ms.float32:
             return super().construct(x, hx, seq_length)
         t, b, _ = x.shape
         hidden = self.hidden_size
-        x2d = x.reshape(t * b, -1)
-        inputs = ()
-        for d in range(self.directions):
-            gates_in = self.project(x2d, self.w_ih_list[d]) + (self.b_ih_list[d] + self.b_hh_list[d])
-            inputs += (gates_in.reshape(t, b, -1), self.w_hh_list[d])
-        h, c, _ = self.recurrence(*inputs)
+        if self.input_panels is not None and not self.training:
+            h, c, _ = self.projected_recurrence(x, self.input_panels, self.input_bias, *self.w_hh_list)
+        else:
+            x2d = x.reshape(t * b, -1)
+            inputs = ()
+            for d in range(self.directions):
+                gates_in = self.project(x2d, self.w_ih_list[d]) + (self.b_ih_list[d] + self.b_hh_list[d])
+                inputs += (gates_in.reshape(t, b, -1), self.w_hh_list[d])
+            h, c, _ = self.recurrence(*inputs)
         # Final states as nn.LSTM returns them: (directions, B, H), the reverse direction's
         # last step being t = 0.
         last = (t - 1, 0)
