@@ -68,7 +68,8 @@ def measure(batch: int, repeats: int) -> dict:
             result[f"infer_total_s_bs{bs}{suffix}"] = round(latencies[""] + decode, 4)
     for bs in (1, batch):
         # Ours as eval.py runs it against MindSpore's operators called as a Cell, as the official
-        # scripts do; then against MindSpore's operators called the same way as ours.
+        # scripts do (BatchNorm folded, which they do not: in MindSpore's favour); then against
+        # MindSpore's operators called the same way as ours.
         ours = result[f"infer_total_s_bs{bs}"]
         decode = result[f"decode_s_bs{bs}_standard_ops"]
         result[f"infer_speedup_bs{bs}_vs_official_way"] = round(

@@ -32,9 +32,9 @@ def frozen_forward(net: nn.Cell):
     Calling a Cell in graph mode redoes Python work on every call: it sets the compile phase
     on each of its sub-cells (329 in SSD300, 0.9 ms per call) and looks its graph up again.
     A `mindspore.jit` function over the cell is compiled once per input shape and then only
-    runs, 2.2-2.4 ms faster for SSD300 and ~1 ms for CRNN at batch 1 (ad hoc, alternating, see
-    the README). MindSpore compiles the cell's weights into that graph: later changes to them
-    (training, loading a checkpoint) are not seen, so this is for a network that will not
+    runs: at batch 1, 0.4-2.0 ms of SSD300's ~16 ms and 0.3-0.5 ms of CRNN's ~7.5 ms in the
+    benches (README). MindSpore compiles the cell's weights into that graph: later changes to
+    them (training, loading a checkpoint) are not seen, so this is for a network that will not
     change again, never for evaluation while training.
     """
     def forward(images):
