@@ -326,6 +326,8 @@ int lstm_forward_projected(int nparam, void** params, int* ndims, int64_t** shap
   const Shape s{shapes[0][0], shapes[0][1], directions, shapes[3][1]};
   const int64_t K = shapes[0][2], N = directions * 4 * s.h, rows = s.t * s.b;
   if (shapes[1][0] * kPanel != N || shapes[1][1] != K || shapes[1][2] != kPanel || shapes[2][0] != N) return 1;
+  for (int d = 0; d < directions; ++d)
+    if (ndims[3 + d] != 2 || shapes[3 + d][0] != 4 * s.h || shapes[3 + d][1] != s.h) return 1;
   const float* x = static_cast<const float*>(params[0]);
   const float* panels = static_cast<const float*>(params[1]);
   const float* bias = static_cast<const float*>(params[2]);
