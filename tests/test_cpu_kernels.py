@@ -379,8 +379,11 @@ def test_folding_moves_the_activation_into_the_conv(conv_kind, activation, built
     np.testing.assert_allclose(training(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("stride,built_for_export", [(1, False), (2, False), (1, True)])
-def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kernel(stride, built_for_export,
+# Sizes: 12 (rows shorter than two vectors), 21 and 37 (whole vectors and a masked rest; at
+# stride 2, 37 also takes the vector path that splits rows into even and odd columns).
+@pytest.mark.parametrize("stride,built_for_export,size", [(1, False, 12), (2, False, 12), (1, True, 12),
+                                                          (1, False, 21), (2, False, 37)])
+def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kernel(stride, built_for_export, size,
                                                                                   graph_mode):
     """After folding, the depthwise kernel applies the expansion's bias and ReLU6 as it reads
     its input; outputs stay those of the unfolded block (in inference and training mode)."""
@@ -396,7 +399,7 @@ def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kerne
             p.set_data(ms.Tensor(rng.normal(0, 0.5, p.shape).astype(np.float32)))
         else:  # beta and moving mean: shifts that make ReLU6 clip at both ends
             p.set_data(ms.Tensor(rng.normal(0, 2, p.shape).astype(np.float32)))
-    x = ms.Tensor(rng.standard_normal((2, 8, 12, 12)).astype(np.float32))
+    x = ms.Tensor(rng.standard_normal((2, 8, size, size)).astype(np.float32))
     block.set_train(False)
     before = block(x).asnumpy()
     assert fold_batchnorm(block) == 3
@@ -593,6 +596,20 @@ def test_a_foreign_aot_allow_list_falls_back_with_a_warning(fresh_kernel_cache, 
     monkeypatch.setenv("MS_CUSTOM_AOT_WHITE_LIST", str(tmp_path / "elsewhere"))
     with pytest.warns(RuntimeWarning, match="does not contain the kernel cache"):
         assert aot.load_library("depthwise_conv") is None
+
+
+def test_depthwise_kernel_built_without_avx2_matches_grouped_conv(fresh_kernel_cache, monkeypatch):
+    """The portable loops, which a CPU without AVX2 and FMA gets, compute the same as the vector
+    ones (this machine builds the vector ones unless told otherwise)."""
+    monkeypatch.setattr(aot, "_cpu_flags", lambda: frozenset())
+    assert "-mavx2" not in aot.compile_command("kernel.cc", "kernel.so")
+    for stride, height, width in ((1, 19, 21), (2, 20, 37)):
+        conv = DepthwiseConv2d(6, 6, 3, stride, pad_mode="pad", padding=1, group=6, has_bias=True,
+                               weight_init="normal", bias_init="normal")
+        assert conv.use_cpu_kernel and conv.depthwise.func.startswith(str(fresh_kernel_cache))
+        x = np.random.default_rng(3).standard_normal((2, 6, height, width)).astype(np.float32)
+        got, want = _run(conv, x), _run(_reference(conv), x)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
 
 
 def test_environment_switch_disables_the_kernels(fresh_kernel_cache, monkeypatch):
