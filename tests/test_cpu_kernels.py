@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
+from conftest import ROOT
 from src.engine.inference import fold_batchnorm
 from src.ops import aot
 from src.ops.aot import standard_operators
@@ -379,6 +382,55 @@ def test_folding_moves_the_activation_into_the_conv(conv_kind, activation, built
     np.testing.assert_allclose(training(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
 
 
+# in -> out channels on h x w: out not a multiple of the 6-row panels, maps with a partial
+# 16-pixel block, exactly one block, a single pixel; no bias (the kernel without one).
+@pytest.mark.parametrize("batch,in_channels,out_channels,height,width,activation,bias", [
+    (2, 5, 13, 7, 9, "relu6", True),
+    (1, 70, 6, 4, 4, None, True),
+    (1, 8, 20, 1, 1, "relu", True),
+    (3, 24, 50, 19, 19, None, False),
+])
+def test_pointwise_kernel_matches_conv2d(batch, in_channels, out_channels, height, width, activation, bias,
+                                         graph_mode):
+    """A 1x1 conv after fuse_for_inference computes the conv, bias and activation in one op of the
+    1x1 kernel, as Conv2D and the separate ops did (training mode keeps Conv2D)."""
+    conv = ActivatedConv2d(in_channels, out_channels, 1, has_bias=bias, weight_init="normal",
+                           bias_init="normal" if bias else None, activation=activation)
+    x = ms.Tensor(np.random.default_rng(4).normal(0, 2, (batch, in_channels, height, width)).astype(np.float32))
+    conv.set_train(False)
+    before = nn.SequentialCell([conv])(x).asnumpy()
+    if activation is not None:
+        assert (before == 0).any()
+    assert conv.fuse_for_inference() is aot.vector_kernels()
+    for training in (False, True):
+        fresh = nn.SequentialCell([conv])  # a compiled graph would not see the packed weights
+        fresh.set_train(training)
+        np.testing.assert_allclose(fresh(x).asnumpy(), before, rtol=1e-5, atol=1e-4)
+
+
+_NOT_POINTWISE = {
+    "3x3": lambda: ActivatedConv2d(4, 4, 3, has_bias=True),
+    "stride 2": lambda: ActivatedConv2d(4, 4, 1, 2, has_bias=True),
+    "padded": lambda: ActivatedConv2d(4, 4, 1, pad_mode="pad", padding=1, has_bias=True),
+    "grouped": lambda: ActivatedConv2d(4, 4, 1, group=2, has_bias=True),
+    "activation without bias": lambda: ActivatedConv2d(4, 4, 1, activation="relu"),
+}
+
+
+@pytest.mark.parametrize("kind", list(_NOT_POINTWISE))
+def test_pointwise_kernel_declines_other_convs(kind):
+    conv = _NOT_POINTWISE[kind]()
+    assert not conv.fuse_for_inference() and conv.pointwise_weight is None
+
+
+def test_pointwise_kernel_needs_avx2_and_kernels(monkeypatch):
+    with standard_operators():
+        exported = ActivatedConv2d(4, 4, 1, has_bias=True)
+    assert not exported.fuse_for_inference()
+    monkeypatch.setattr(aot, "_cpu_flags", lambda: frozenset())
+    assert not ActivatedConv2d(4, 4, 1, has_bias=True).fuse_for_inference()
+
+
 # Sizes: 12 (rows shorter than two vectors), 21 and 37 (whole vectors and a masked rest; at
 # stride 2, 37 also takes the vector path that splits rows into even and odd columns).
 @pytest.mark.parametrize("stride,built_for_export,size", [(1, False, 12), (2, False, 12), (1, True, 12),
@@ -406,6 +458,10 @@ def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kerne
     expand, depthwise = block.conv[0].features[0], block.conv[1].features[0]
     assert depthwise.takes_input_bias_activation is not built_for_export
     assert expand.bias_and_activation_moved is not built_for_export
+    # The expansion and the projection run on the 1x1 kernel, the expansion without its bias.
+    uses_pointwise = aot.vector_kernels() and not built_for_export
+    assert (expand.pointwise_weight is not None) is uses_pointwise
+    assert (block.conv[2].pointwise_weight is not None) is uses_pointwise
     for training in (False, True):
         fresh = nn.SequentialCell([block])  # a compiled graph would not see the fused cells
         fresh.set_train(training)
@@ -610,6 +666,40 @@ def test_depthwise_kernel_built_without_avx2_matches_grouped_conv(fresh_kernel_c
         x = np.random.default_rng(3).standard_normal((2, 6, height, width)).astype(np.float32)
         got, want = _run(conv, x), _run(_reference(conv), x)
         np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+_POOL_AFTER_UNLOAD = """
+import gc
+import numpy as np, mindspore as ms
+from mindspore import nn
+from src.ops.conv import ActivatedConv2d
+from src.ops.depthwise import DepthwiseConv2d
+ms.set_context(mode=ms.GRAPH_MODE)
+x = np.random.default_rng(0).standard_normal((1, 64, 40, 40)).astype(np.float32)
+# The depthwise library loads first, with a call too small to start the worker pool.
+nn.SequentialCell([DepthwiseConv2d(2, 2, 3, pad_mode="pad", padding=1, group=2)])(ms.Tensor(x[:, :2, :4, :4]))
+# The 1x1 kernel starts the pool; then its graph, and with it its library, are freed.
+conv = ActivatedConv2d(64, 64, 1, has_bias=True)
+conv.set_train(False)
+assert conv.fuse_for_inference()
+nn.SequentialCell([conv])(ms.Tensor(x)).asnumpy()
+del conv
+gc.collect()
+# The depthwise kernel wakes the pool's workers.
+big = nn.SequentialCell([DepthwiseConv2d(64, 64, 3, pad_mode="pad", padding=1, group=64)])
+for _ in range(3):
+    big(ms.Tensor(x)).asnumpy()
+print("survived")
+"""
+
+
+def test_kernel_threads_survive_a_library_being_unloaded():
+    """MindSpore unloads a kernel library with the last graph that uses it; the worker threads
+    it started are shared by all libraries and must not be left running unmapped code (this
+    crashed with a segmentation fault before the libraries were linked with -z nodelete)."""
+    proc = subprocess.run([sys.executable, "-c", _POOL_AFTER_UNLOAD], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_environment_switch_disables_the_kernels(fresh_kernel_cache, monkeypatch):

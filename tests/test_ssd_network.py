@@ -107,6 +107,7 @@ def test_mixed_precision_keeps_parameter_names_and_runs(tiny_ssd_args):
 def test_folding_batchnorm_keeps_inference_outputs(cfg_81):
     import mindspore as ms
     from src.engine.inference import fold_batchnorm, frozen_forward
+    from src.ops import aot
     from src.ssd import model
     net = model.build_inference_network(cfg_81)
     rng = np.random.default_rng(3)
@@ -120,6 +121,11 @@ def test_folding_batchnorm_keeps_inference_outputs(cfg_81):
     before = [o.asnumpy() for o in net(x)]
     assert fold_batchnorm(net) == 77
     assert not [c for _, c in net.cells_and_names() if isinstance(c, ms.nn.BatchNorm2d)]
+    # Every 1x1 conv (backbone, extra layers and heads) now runs on the 1x1 kernel.
+    pointwise = [c for _, c in net.cells_and_names() if isinstance(c, ms.nn.Conv2d) and c.kernel_size == (1, 1)]
+    assert len(pointwise) == 55
+    if aot.vector_kernels():
+        assert all(c.pointwise_weight is not None for c in pointwise)
     net.set_train(False)
     after = [o.asnumpy() for o in net(x)]
     for a, b in zip(after, before):

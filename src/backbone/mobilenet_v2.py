@@ -43,7 +43,7 @@ class InvertedResidual(nn.Cell):
             layers.append(ConvBNReLU6(in_channels, hidden, kernel_size=1))
         layers += [
             ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
-            nn.Conv2d(hidden, out_channels, 1, has_bias=False),
+            ActivatedConv2d(hidden, out_channels, 1, has_bias=False),
             BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
         ]
         self.conv = nn.SequentialCell(layers)

@@ -68,12 +68,21 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def vector_kernels() -> bool:
+    """Whether the kernels are built with AVX2 and FMA (where the CPU has them). Kernels written
+    only for them (e.g. the 1x1 convolution) are not used otherwise."""
+    return {"avx2", "fma"} <= _cpu_flags()
+
+
 def compile_command(source: str, output: str) -> list[str]:
     """g++ command for one kernel source; AVX2/FMA code only where the CPU has them."""
-    flags = _cpu_flags()
-    isa = ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
+    isa = ["-mavx2", "-mfma"] if vector_kernels() else []
     # -fopenmp-simd: only the `omp simd` hints (vectorised reductions), no OpenMP runtime.
-    return ["g++", "-O3", "-std=c++14", "-fopenmp-simd", "-pthread", "-shared", "-fPIC", *isa, source, "-o", output]
+    # -z nodelete: MindSpore unloads a library when the last graph using it is freed, but the
+    # worker threads of common.h's pool run code of the library that started them, shared by
+    # all the libraries (a later kernel of another library woke them into unmapped code).
+    return ["g++", "-O3", "-std=c++14", "-fopenmp-simd", "-pthread", "-shared", "-fPIC", "-Wl,-z,nodelete", *isa,
+            source, "-o", output]
 
 
 def enabled() -> bool:

@@ -9,13 +9,14 @@ from mindspore import nn, ops
 
 from src.backbone.mobilenet_v2 import BN_EPS, BN_MOMENTUM, InvertedResidual, MobileNetV2SSDBackbone
 from src.ops.batch_norm import BatchNorm2d
+from src.ops.conv import ActivatedConv2d
 from src.ops.depthwise import DepthwiseConv2d
 
 
 def _head_branch(in_channels: int, out_channels: int, bias_init: float = 0.0) -> nn.SequentialCell:
     """Depthwise 3x3 + BN + ReLU6, then a 1x1 prediction conv."""
-    pred = nn.Conv2d(in_channels, out_channels, 1, has_bias=True,
-                     bias_init=ms.common.initializer.Constant(bias_init))
+    pred = ActivatedConv2d(in_channels, out_channels, 1, has_bias=True,
+                           bias_init=ms.common.initializer.Constant(bias_init))
     return nn.SequentialCell([
         DepthwiseConv2d(in_channels, in_channels, 3, pad_mode="pad", padding=1, group=in_channels, has_bias=False),
         BatchNorm2d(in_channels, momentum=BN_MOMENTUM, eps=BN_EPS, activation="relu6"),
