@@ -21,6 +21,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 // Defines the aot entry point NAME, which MindSpore calls as
 //   int NAME(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
 //            void* stream, void* extra)
@@ -57,6 +61,15 @@ constexpr float clamp_high(int activation) {
 
 // A folded BatchNorm's bias followed by a ReLU/ReLU6 clamp to [0, high].
 inline float bias_clamp(float v, float bias, float high) { return std::min(std::max(v + bias, 0.f), high); }
+
+#if defined(__AVX2__)
+// Lanes [0, n) set (n clamped to [0, 8]), for the masked loads and stores of a partial vector.
+inline __m256i first_lanes(int64_t n) {
+  static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  const int64_t lanes = std::max<int64_t>(0, std::min<int64_t>(8, n));
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - lanes));
+}
+#endif
 
 // Scratch memory of the calling thread, grown as needed and reused across planes and calls;
 // Slot tells apart the buffers one thread uses at the same time.

@@ -12,10 +12,6 @@
 #include <cstring>
 #include <algorithm>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
 #include "common.h"
 
 namespace {
@@ -67,12 +63,6 @@ void forward_plane(const Geometry& g, const float* x, const float* wk, float* y)
 // The vector loops read up to one vector past a padded row's last output.
 constexpr int64_t kSlack = 16;
 
-// Lanes [0, n) set, for the masked loads and stores of a row's last partial vector.
-inline __m256i first_lanes(int64_t n) {
-  static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - n));
-}
-
 // bias_clamp on eight floats if Act, else v.
 template <bool Act>
 inline __m256 maybe_bias_clamp(__m256 v, __m256 bias, __m256 high) {
@@ -91,7 +81,7 @@ void copy_padded_row(const float* src, int64_t w, float* dst, float in_bias, flo
     for (; c + 8 <= w; c += 8)
       _mm256_storeu_ps(dst + 1 + c, maybe_bias_clamp<InAct>(_mm256_loadu_ps(src + c), b, high));
     if (c < w) {
-      const __m256i lanes = first_lanes(w - c);
+      const __m256i lanes = ms_zoo::first_lanes(w - c);
       _mm256_maskstore_ps(dst + 1 + c, lanes, maybe_bias_clamp<InAct>(_mm256_maskload_ps(src + c, lanes), b, high));
     }
     dst[row - 1] = 0.f;
@@ -127,7 +117,7 @@ void output_plane(const float* padded, int64_t row, int64_t c1, int64_t c2, cons
   __m256 w[9];
   for (int i = 0; i < 9; ++i) w[i] = _mm256_set1_ps(wk[i]);
   const __m256 b = _mm256_set1_ps(bias), hi = _mm256_set1_ps(high);
-  const __m256i last_lanes = first_lanes(ow % 8);
+  const __m256i last_lanes = ms_zoo::first_lanes(ow % 8);
   for (int64_t oy = 0; oy < oh; ++oy) {
     const float* r0 = padded + oy * S * row;
     const float* r1 = r0 + row;

@@ -20,10 +20,6 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
 #include "common.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -31,12 +27,6 @@ namespace {
 
 constexpr int64_t kPanelRows = 6;  // rows of W (output channels) per register block
 constexpr int64_t kColumns = 16;   // columns of x (pixels) per register block: two vectors
-
-// Lanes [0, n) set, for the masked stores of a row's last partial vector.
-inline __m256i first_lanes(int64_t n) {
-  static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - std::max<int64_t>(0, std::min<int64_t>(8, n))));
-}
 
 struct Block {
   __m256 c[kPanelRows][2];
@@ -90,7 +80,7 @@ void convolve_image(const float* x, int64_t K, int64_t P, const float* packed, i
     xb = padded;
     ldx = kColumns;
   }
-  const __m256i low_lanes = first_lanes(columns), high_lanes = first_lanes(columns - 8);
+  const __m256i low_lanes = ms_zoo::first_lanes(columns), high_lanes = ms_zoo::first_lanes(columns - 8);
   const __m256 zero = _mm256_setzero_ps(), high = _mm256_set1_ps(ms_zoo::clamp_high(Activation));
   for (int64_t panel = first_panel; panel < last_panel; ++panel) {
     const Block block = multiply(packed + panel * K * kPanelRows, xb, K, ldx);
