@@ -233,7 +233,7 @@ def test_winograd_inference_kernel_is_declined_where_it_does_not_apply():
     moved = WinogradConv2d(16, 16, 3, has_bias=True, activation="relu")
     moved.bias_and_activation_moved = True
     assert not moved.fuse_for_inference()
-    assert moved.inference_filter is None
+    assert moved.inference_weight is None
 
 
 def test_folded_crnn_runs_the_inference_kernel_and_matches(graph_mode):
@@ -258,7 +258,7 @@ def test_folded_crnn_runs_the_inference_kernel_and_matches(graph_mode):
     fold_batchnorm(folded)
     folded.set_train(False)
     fused = [name for name, cell in folded.cells_and_names()
-             if isinstance(cell, WinogradConv2d) and cell.inference_filter is not None]
+             if isinstance(cell, WinogradConv2d) and cell.inference_weight is not None]
     assert fused == [f"network.vgg.conv{i}.conv" for i in range(2, 7)]
     x = ms.Tensor(rng.uniform(-1, 1, (2, 3, 32, 100)).astype(np.float32))
     np.testing.assert_allclose(folded.network.vgg(x).asnumpy(), unfolded.network.vgg(x).asnumpy(),
@@ -420,7 +420,7 @@ _NOT_POINTWISE = {
 @pytest.mark.parametrize("kind", list(_NOT_POINTWISE))
 def test_pointwise_kernel_declines_other_convs(kind):
     conv = _NOT_POINTWISE[kind]()
-    assert not conv.fuse_for_inference() and conv.pointwise_weight is None
+    assert not conv.fuse_for_inference() and conv.inference_weight is None
 
 
 def test_pointwise_kernel_needs_avx2_and_kernels(monkeypatch):
@@ -460,8 +460,8 @@ def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kerne
     assert expand.bias_and_activation_moved is not built_for_export
     # The expansion and the projection run on the 1x1 kernel, the expansion without its bias.
     uses_pointwise = aot.vector_kernels() and not built_for_export
-    assert (expand.pointwise_weight is not None) is uses_pointwise
-    assert (block.conv[2].pointwise_weight is not None) is uses_pointwise
+    assert (expand.inference_weight is not None) is uses_pointwise
+    assert (block.conv[2].inference_weight is not None) is uses_pointwise
     for training in (False, True):
         fresh = nn.SequentialCell([block])  # a compiled graph would not see the fused cells
         fresh.set_train(training)
@@ -469,6 +469,28 @@ def test_inverted_residual_hands_the_expansion_activation_to_the_depthwise_kerne
     # Off the kernel (as with float16 input) the depthwise conv still applies the expansion's
     # bias and activation itself.
     depthwise.use_cpu_kernel = False
+    fresh = nn.SequentialCell([block])
+    fresh.set_train(False)
+    np.testing.assert_allclose(fresh(x).asnumpy(), before, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_leaves_the_bias_to_a_producer_already_on_its_inference_kernel(graph_mode):
+    """Folded in the other order (the expansion packed for the 1x1 kernel, with its bias and
+    ReLU6, before the block moves them), the depthwise kernel declines them: applied twice
+    they would change the output."""
+    from src.backbone.mobilenet_v2 import InvertedResidual
+    block = InvertedResidual(8, 8, 1, 6)
+    rng = np.random.default_rng(11)
+    for p in block.get_parameters():
+        p.set_data(ms.Tensor(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+    x = ms.Tensor(rng.standard_normal((1, 8, 12, 12)).astype(np.float32))
+    block.set_train(False)
+    before = block(x).asnumpy()
+    fold_batchnorm(block.conv)  # the convs only: the block's own fuse_for_inference is not called
+    expand, depthwise = block.conv[0].features[0], block.conv[1].features[0]
+    assert (expand.inference_weight is not None) is aot.vector_kernels()
+    block.fuse_for_inference()
+    assert depthwise.takes_input_bias_activation is not aot.vector_kernels()
     fresh = nn.SequentialCell([block])
     fresh.set_train(False)
     np.testing.assert_allclose(fresh(x).asnumpy(), before, rtol=1e-4, atol=1e-4)

@@ -125,7 +125,7 @@ def test_folding_batchnorm_keeps_inference_outputs(cfg_81):
     pointwise = [c for _, c in net.cells_and_names() if isinstance(c, ms.nn.Conv2d) and c.kernel_size == (1, 1)]
     assert len(pointwise) == 55
     if aot.vector_kernels():
-        assert all(c.pointwise_weight is not None for c in pointwise)
+        assert all(c.inference_weight is not None for c in pointwise)
     net.set_train(False)
     after = [o.asnumpy() for o in net(x)]
     for a, b in zip(after, before):

@@ -44,15 +44,27 @@ class ActivatedConv2d(nn.Conv2d):
         if self.fuses_bias_activation:
             self.bias_activation = ops.Custom(f"{library}:Bias{fused.kernel_suffix}", out_shape=lambda x, b: x,
                                               out_dtype=lambda x, b: x, func_type="aot")
-        # Set by fuse_for_inference.
-        self.pointwise_weight = None
+        # Set by fuse_for_inference (use_inference_kernel).
+        self.inference_weight = None
+
+    def use_inference_kernel(self, library: str, function: str, packed: np.ndarray, tag: str) -> None:
+        """Run this conv in inference as the one op `function` of `library`, called with x, the
+        weights `packed` for it (a Parameter named after the weight and `tag`) and the bias (the
+        conv's own, or zeros: its length gives the kernel the output channels)."""
+        self.inference_weight = ms.Parameter(ms.Tensor(np.ascontiguousarray(packed)),
+                                             name=f"{self.weight.name}.{tag}", requires_grad=False)
+        self.inference_bias = self.bias if self.has_bias else ms.Parameter(
+            ms.Tensor(np.zeros(self.out_channels, np.float32)), name=f"{self.weight.name}.{tag}_bias",
+            requires_grad=False)
+        self.inference_conv = ops.Custom(f"{library}:{function}", out_shape=lambda x, w, b: [x[0], b[0], x[2], x[3]],
+                                         out_dtype=lambda x, w, b: x, func_type="aot")
 
     def fuse_for_inference(self) -> bool:
         """Pack the weights of a 1x1, stride-1, unpadded, ungrouped float32 conv for the CPU 1x1
         kernel, which then computes the conv and its bias and activation (or neither, when they
         moved to the next layer) as one op in inference. Call once the weights are final
-        (`fold_batchnorm` does): later changes to them are not seen in inference. Returns
-        whether the kernel will be used."""
+        (`fold_batchnorm` does, after the blocks that move biases): later changes to them are
+        not seen in inference. Returns whether the kernel will be used."""
         pads = (self.padding,) * 4 if isinstance(self.padding, int) else tuple(self.padding)
         if not (self.built_with_kernels and aot.vector_kernels() and self.kernel_size == (1, 1)
                 and self.stride == (1, 1) and self.dilation == (1, 1) and self.group == 1 and not any(pads)
@@ -66,28 +78,16 @@ class ActivatedConv2d(nn.Conv2d):
         rows = np.zeros((panels * POINTWISE_PANEL_ROWS, in_channels), np.float32)
         rows[:out_channels] = self.weight.asnumpy().reshape(out_channels, in_channels)
         packed = rows.reshape(panels, POINTWISE_PANEL_ROWS, in_channels).transpose(0, 2, 1)
-        self.pointwise_weight = ms.Parameter(ms.Tensor(np.ascontiguousarray(packed)),
-                                             name=f"{self.weight.name}.pointwise", requires_grad=False)
-        # The kernel takes a bias in every case: its length gives the output channels.
-        self.pointwise_bias = self.bias if self.has_bias else ms.Parameter(
-            ms.Tensor(np.zeros(out_channels, np.float32)), name=f"{self.weight.name}.pointwise_bias",
-            requires_grad=False)
-
-        def kernel(name):
-            return ops.Custom(f"{library}:{name}", out_shape=lambda x, w, b: [x[0], b[0], x[2], x[3]],
-                              out_dtype=lambda x, w, b: x, func_type="aot")
-
-        # Both variants, so that the choice follows bias_and_activation_moved whenever it is set.
-        self.pointwise_conv = kernel("PointwiseConv")
-        suffix = lookup(self.activation, "ActivatedConv2d").kernel_suffix
-        self.pointwise_conv_bias = kernel(f"PointwiseConvBias{suffix}")
+        if self.bias_and_activation_moved or not self.has_bias:
+            function = "PointwiseConv"
+        else:
+            function = f"PointwiseConvBias{lookup(self.activation, 'ActivatedConv2d').kernel_suffix}"
+        self.use_inference_kernel(library, function, packed, "pointwise")
         return True
 
     def construct(self, x):
-        if self.pointwise_weight is not None and not self.training and x.dtype == ms.float32:
-            if self.bias_and_activation_moved or not self.has_bias:
-                return self.pointwise_conv(x, self.pointwise_weight, self.pointwise_bias)
-            return self.pointwise_conv_bias(x, self.pointwise_weight, self.pointwise_bias)
+        if self.inference_weight is not None and not self.training and x.dtype == ms.float32:
+            return self.inference_conv(x, self.inference_weight, self.inference_bias)
         return self.add_bias_and_activate(self.conv2d(x, self.weight))
 
     def add_bias_and_activate(self, output):

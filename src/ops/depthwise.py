@@ -83,9 +83,11 @@ class DepthwiseConv2d(ActivatedConv2d):
     def take_input_bias_and_activation(self, producer: ActivatedConv2d) -> bool:
         """Apply the bias and activation of `producer`, the conv whose output is this conv's
         only input, in this conv's kernel as it reads that input (CPU inference after BatchNorm
-        folding, 3x3 kernels): one pass fewer over a large feature map. Returns whether it did."""
+        folding, 3x3 kernels): one pass fewer over a large feature map. Returns whether it did
+        (not once the producer runs on an inference kernel that applies them itself)."""
         if not (self.depthwise_fuses_bias_activation and self.kernel_size == (3, 3)
-                and producer.fuses_bias_activation and producer.out_channels == self.in_channels):
+                and producer.fuses_bias_activation and producer.out_channels == self.in_channels
+                and producer.inference_weight is None):
             return False
         name = (f"DepthwiseIn{ACTIVATIONS[producer.activation].kernel_suffix}"
                 f"Bias{ACTIVATIONS[self.activation].kernel_suffix}")

@@ -21,7 +21,6 @@ filters once; the whole convolution, bias and activation included, then runs as 
 from __future__ import annotations
 
 import mindspore as ms
-import numpy as np
 from mindspore import ops
 
 from . import aot
@@ -114,8 +113,6 @@ class WinogradConv2d(ActivatedConv2d):
         if self.use_cpu_kernel:
             self.filter_transform, self.input_transform, self.output_transform = _custom_ops(library, TILE)
             self.batch_matmul = ops.BatchMatMul()
-        # Set by fuse_for_inference.
-        self.inference_filter = None
 
     def fuse_for_inference(self) -> bool:
         """Transform and pack the filters for the one-op inference kernel (CPU, float32, output
@@ -129,15 +126,8 @@ class WinogradConv2d(ActivatedConv2d):
         u = filter_transform(self.weight).asnumpy()  # (points, K, C)
         points, k, c = u.shape
         packed = u.reshape(points, k // INFERENCE_PANEL, INFERENCE_PANEL, c).transpose(1, 0, 3, 2)
-        self.inference_filter = ms.Parameter(ms.Tensor(np.ascontiguousarray(packed)),
-                                             name=f"{self.weight.name}.winograd", requires_grad=False)
-        # The kernel always adds a bias: the conv's own Parameter, or zeros.
-        self.inference_bias = self.bias if self.has_bias else ms.Parameter(
-            ms.Tensor(np.zeros(k, np.float32)), name=f"{self.weight.name}.winograd_bias", requires_grad=False)
         suffix = ACTIVATIONS[self.activation].kernel_suffix
-        self.inference_conv = ops.Custom(f"{self.library}:WinogradConvF{INFERENCE_TILE}{suffix}",
-                                         out_shape=lambda x, u, b: [x[0], b[0], x[2], x[3]],
-                                         out_dtype=lambda x, u, b: x, func_type="aot")
+        self.use_inference_kernel(self.library, f"WinogradConvF{INFERENCE_TILE}{suffix}", packed, "winograd")
         return True
 
     def construct(self, x):
@@ -146,8 +136,8 @@ class WinogradConv2d(ActivatedConv2d):
         many_tiles = n * _tiles(h, self.tile) * _tiles(w, self.tile) >= MIN_TILES
         if on_kernel and many_tiles:
             return self.add_bias_and_activate(self.winograd(x))
-        if on_kernel and self.inference_filter is not None and not self.training:
-            return self.inference_conv(x, self.inference_filter, self.inference_bias)
+        if on_kernel and self.inference_weight is not None and not self.training:
+            return self.inference_conv(x, self.inference_weight, self.inference_bias)
         return self.add_bias_and_activate(self.conv2d(x, self.weight))
 
     def winograd(self, x):

@@ -34,31 +34,27 @@ struct Block {
 
 // The 6 x 16 block W[panel rows] x[:, columns] over all K, with x's rows ldx floats apart.
 inline Block multiply(const float* w, const float* x, int64_t K, int64_t ldx) {
-  // Twelve named accumulators: an array indexed in a loop was kept in memory by the compiler.
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
-         c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  // Loops unrolled, so that every accumulator is indexed by constants and stays in a register
+  // (accumulating into the returned Block kept them in memory).
+  __m256 c[kPanelRows][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < kPanelRows; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k, x += ldx, w += kPanelRows) {
     const __m256 b0 = _mm256_loadu_ps(x), b1 = _mm256_loadu_ps(x + 8);
-    __m256 a = _mm256_broadcast_ss(w);
-    c00 = _mm256_fmadd_ps(a, b0, c00);
-    c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(w + 1);
-    c10 = _mm256_fmadd_ps(a, b0, c10);
-    c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(w + 2);
-    c20 = _mm256_fmadd_ps(a, b0, c20);
-    c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(w + 3);
-    c30 = _mm256_fmadd_ps(a, b0, c30);
-    c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(w + 4);
-    c40 = _mm256_fmadd_ps(a, b0, c40);
-    c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(w + 5);
-    c50 = _mm256_fmadd_ps(a, b0, c50);
-    c51 = _mm256_fmadd_ps(a, b1, c51);
+#pragma GCC unroll 6
+    for (int r = 0; r < kPanelRows; ++r) {
+      const __m256 a = _mm256_broadcast_ss(w + r);
+      c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+    }
   }
-  return Block{{{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}}};
+  Block block;
+#pragma GCC unroll 6
+  for (int r = 0; r < kPanelRows; ++r) {
+    block.c[r][0] = c[r][0];
+    block.c[r][1] = c[r][1];
+  }
+  return block;
 }
 
 // One image: y (M x P) = activation(W x + bias), bias == nullptr for none. Activation: 0 none,
