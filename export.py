@@ -25,7 +25,7 @@ def main(argv=None) -> str:
     init_context(cfg)
     api = get_model(cfg.model)
     with standard_operators():  # the exported graph must run where our CPU kernels do not exist
-        net = load_inference_network(cfg, api, cfg.ckpt_file)
+        net = load_inference_network(cfg, api, cfg.ckpt_file, fold=False)
     name = cfg.file_name or os.path.join(os.path.abspath(cfg.output_dir), cfg.model)
     ms.export(net, *api.example_inputs(cfg, cfg.export_batch_size), file_name=name, file_format=fmt)
     path = f"{name}.{fmt.lower()}" if fmt != "MINDIR" else f"{name}.mindir"

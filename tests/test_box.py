@@ -12,6 +12,7 @@ if ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import shared_path  # noqa: E402
 from src.box.coder import CenterSizeCoder  # noqa: E402
 from src.box.iou import box_area, box_iou  # noqa: E402
 from src.box.matcher import match_priors  # noqa: E402
@@ -90,9 +91,19 @@ def test_ssd300_last_map_single_cell_centre(ssd_priors):
     assert last[-1, 2] == pytest.approx(math.sqrt(0.95), rel=1e-6)
 
 
-def test_ssd300_priors_in_unit_range(ssd_priors):
-    assert np.all(ssd_priors >= 0.0) and np.all(ssd_priors <= 1.0)
+def test_ssd300_priors_are_not_clipped(ssd_priors):
+    """The boxes of border cells reach past the image, as in the model zoo (whose steps even put
+    the last centres of the 10x10 map at 9.5 / 9.375 > 1)."""
+    assert np.all(ssd_priors[:, :2] > 0.0) and ssd_priors[:, :2].max() == pytest.approx(9.5 / 9.375)
     assert np.all(ssd_priors[:, 2:] > 0)
+    corners = cxcywh_to_xyxy(ssd_priors)
+    assert (corners < 0).any() and (corners > 1).any()
+
+
+def test_ssd300_priors_equal_the_official_default_boxes(ssd_priors):
+    """The model zoo's default boxes are cy,cx,h,w: the same numbers, y first."""
+    official = np.load(shared_path("reference", "parity", "ssd_default_boxes.npy"))
+    np.testing.assert_allclose(ssd_priors[:, [1, 0, 3, 2]], official, rtol=0, atol=1e-7)
 
 
 def test_box_format_round_trip():
@@ -172,6 +183,18 @@ def test_coder_known_values_and_batched_decode():
     assert dec.shape == (2, 1, 4)
     np.testing.assert_allclose(dec[0], box, atol=1e-5)
     np.testing.assert_allclose(dec[1], coder.priors_xyxy, atol=1e-6)   # zero deltas decode to the prior
+
+
+def test_coder_y_first_deltas():
+    """delta_order 'yx' (the model zoo's SSD heads): (dcy, dcx, dh, dw), decoding to the same boxes."""
+    priors = np.array([[0.5, 0.5, 0.2, 0.4]], np.float32)
+    box = np.array([[0.42, 0.3, 0.62, 0.9]], np.float32)
+    coder = CenterSizeCoder(priors, (0.1, 0.2), delta_order="yx")
+    d = coder.encode(box)[0]
+    np.testing.assert_allclose(d, [0.1 / 0.4 / 0.1, 0.02 / 0.2 / 0.1, math.log(1.5) / 0.2, 0.0], atol=1e-5)
+    np.testing.assert_allclose(coder.decode(coder.encode(box)), box, atol=1e-5)
+    with pytest.raises(ValueError, match="delta_order"):
+        CenterSizeCoder(priors, delta_order="xyxy")
 
 
 def test_coder_encode_with_prior_mask():

@@ -54,16 +54,23 @@ def _reference(conv: nn.Conv2d) -> nn.Conv2d:
     return ref
 
 
-@pytest.mark.parametrize("batch,channels,height,width,kernel,stride,bias", [
-    (2, 8, 19, 19, 3, 1, False),
-    (2, 8, 20, 13, 3, 2, False),   # even height, odd width at stride 2: uneven right/bottom edges
-    (1, 5, 9, 7, 3, 2, True),
-    (3, 4, 11, 6, 5, 1, False),    # 5x5 kernel, padding 2
-    (1, 16, 1, 1, 3, 1, False),    # every tap but the centre falls in the padding
-    (2, 24, 40, 37, 3, 2, True),   # enough work to split over the worker threads
+@pytest.mark.parametrize("batch,channels,height,width,kernel,stride,bias,pad_mode", [
+    (2, 8, 19, 19, 3, 1, False, "pad"),
+    (2, 8, 19, 19, 3, 1, False, "same"),
+    # 'same' at stride 2 pads an even side only below / right, an odd side on both.
+    (2, 8, 20, 13, 3, 2, False, "same"),
+    (2, 8, 13, 20, 3, 2, False, "same"),
+    (2, 8, 20, 38, 3, 2, True, "same"),
+    (1, 5, 9, 7, 3, 2, True, "same"),
+    (3, 4, 11, 6, 5, 1, False, "pad"),     # 5x5 kernel, padding 2
+    (2, 3, 12, 10, 5, 2, True, "same"),    # 5x5 kernel off the 3x3 path, even sides at stride 2
+    (1, 16, 1, 1, 3, 1, False, "pad"),     # every tap but the centre falls in the padding
+    (1, 16, 2, 2, 3, 2, False, "same"),    # SSD's last extra layer: 2x2 -> 1x1
+    (2, 24, 40, 37, 3, 2, True, "same"),   # enough work to split over the worker threads
 ])
-def test_depthwise_matches_grouped_conv(batch, channels, height, width, kernel, stride, bias):
-    conv = DepthwiseConv2d(channels, channels, kernel, stride, pad_mode="pad", padding=kernel // 2,
+def test_depthwise_matches_grouped_conv(batch, channels, height, width, kernel, stride, bias, pad_mode):
+    conv = DepthwiseConv2d(channels, channels, kernel, stride, pad_mode=pad_mode,
+                           padding=kernel // 2 if pad_mode == "pad" else 0,
                            group=channels, has_bias=bias, weight_init="normal",
                            bias_init="normal" if bias else None)
     assert conv.use_cpu_kernel, "the CPU kernel should build here (g++ is on the CI machine)"
@@ -86,7 +93,7 @@ def graph_mode():
 
 def test_depthwise_in_graph_mode_matches_grouped_conv(graph_mode):
     """The Custom op and its bprop must work in a compiled graph too."""
-    conv = DepthwiseConv2d(8, 8, 3, 2, pad_mode="pad", padding=1, group=8, weight_init="normal")
+    conv = DepthwiseConv2d(8, 8, 3, 2, pad_mode="same", group=8, weight_init="normal")
     x = np.random.default_rng(5).standard_normal((2, 8, 15, 12)).astype(np.float32)
     got, want = _run(conv, x), _run(_reference(conv), x)
     for g, w in zip((got[0], got[1], *got[2]), (want[0], want[1], *want[2])):
@@ -96,13 +103,14 @@ def test_depthwise_in_graph_mode_matches_grouped_conv(graph_mode):
 def test_unsupported_geometry_and_export_use_the_standard_operator():
     x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype(np.float32)
     dilated = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=2, dilation=2, group=4, weight_init="normal")
-    same = DepthwiseConv2d(4, 4, 3, 2, pad_mode="same", group=4, weight_init="normal")
+    # Padding 1 on every side at stride 2 is not 'same' on an even side: the kernel does only 'same'.
+    symmetric_stride_2 = DepthwiseConv2d(4, 4, 3, 2, pad_mode="pad", padding=1, group=4, weight_init="normal")
     with standard_operators():
         exported = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=1, group=4, weight_init="normal")
     after = DepthwiseConv2d(4, 4, 3, 1, pad_mode="pad", padding=1, group=4)
-    assert not dilated.use_cpu_kernel and not same.use_cpu_kernel and not exported.use_cpu_kernel
+    assert not dilated.use_cpu_kernel and not symmetric_stride_2.use_cpu_kernel and not exported.use_cpu_kernel
     assert after.use_cpu_kernel, "standard_operators() must restore the default when it exits"
-    for conv in (dilated, same, exported):
+    for conv in (dilated, symmetric_stride_2, exported):
         np.testing.assert_allclose(conv(ms.Tensor(x)).asnumpy(), _reference(conv)(ms.Tensor(x)).asnumpy(),
                                    rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="in_channels == out_channels == group"):
@@ -110,7 +118,7 @@ def test_unsupported_geometry_and_export_use_the_standard_operator():
 
 
 def test_batchnorm_folding_keeps_the_cpu_kernel():
-    cell = nn.SequentialCell([DepthwiseConv2d(6, 6, 3, 2, pad_mode="pad", padding=1, group=6, weight_init="normal"),
+    cell = nn.SequentialCell([DepthwiseConv2d(6, 6, 3, 2, pad_mode="same", group=6, weight_init="normal"),
                               nn.BatchNorm2d(6)])
     bn = cell[1]
     rng = np.random.default_rng(4)
@@ -336,9 +344,9 @@ def test_batchnorm_activation_survives_folding():
 
 _FUSING_CONVS = {
     "conv 1x1": lambda: ActivatedConv2d(6, 5, 1, weight_init="normal"),
-    "conv 3x3 stride 2": lambda: ActivatedConv2d(6, 5, 3, 2, pad_mode="pad", padding=1, weight_init="normal"),
+    "conv 3x3 stride 2": lambda: ActivatedConv2d(6, 5, 3, 2, pad_mode="same", weight_init="normal"),
     "depthwise stride 1": lambda: DepthwiseConv2d(6, 6, 3, 1, pad_mode="pad", padding=1, group=6, weight_init="normal"),
-    "depthwise stride 2": lambda: DepthwiseConv2d(6, 6, 3, 2, pad_mode="pad", padding=1, group=6, weight_init="normal"),
+    "depthwise stride 2": lambda: DepthwiseConv2d(6, 6, 3, 2, pad_mode="same", group=6, weight_init="normal"),
     "winograd": lambda: WinogradConv2d(16, 6, 3, weight_init="normal"),
 }
 
@@ -681,8 +689,8 @@ def test_depthwise_kernel_built_without_avx2_matches_grouped_conv(fresh_kernel_c
     ones (this machine builds the vector ones unless told otherwise)."""
     monkeypatch.setattr(aot, "_cpu_flags", lambda: frozenset())
     assert "-mavx2" not in aot.compile_command("kernel.cc", "kernel.so")
-    for stride, height, width in ((1, 19, 21), (2, 20, 37)):
-        conv = DepthwiseConv2d(6, 6, 3, stride, pad_mode="pad", padding=1, group=6, has_bias=True,
+    for stride, height, width in ((1, 19, 21), (2, 20, 37), (2, 21, 38)):
+        conv = DepthwiseConv2d(6, 6, 3, stride, pad_mode="same", group=6, has_bias=True,
                                weight_init="normal", bias_init="normal")
         assert conv.use_cpu_kernel and conv.depthwise.func.startswith(str(fresh_kernel_cache))
         x = np.random.default_rng(3).standard_normal((2, 6, height, width)).astype(np.float32)

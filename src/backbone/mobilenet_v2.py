@@ -17,12 +17,13 @@ class ConvBNReLU6(nn.Cell):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  groups: int = 1):
         super().__init__()
-        # Symmetric explicit padding (not 'same') keeps exported graphs simple and ONNX-friendly.
+        # 'same' as the model zoo's network: at stride 2 on an even side (300 -> 150, 38 -> 19)
+        # the padding is only below / right; padding 1 on every side would shift the map by a
+        # pixel and official checkpoints would give other outputs.
         # Both conv classes can take the ReLU6 when inference folds the BatchNorm into them.
         conv = DepthwiseConv2d if groups == in_channels == out_channels and groups > 1 else ActivatedConv2d
         self.features = nn.SequentialCell([
-            conv(in_channels, out_channels, kernel_size, stride, pad_mode="pad",
-                      padding=(kernel_size - 1) // 2, group=groups, has_bias=False),
+            conv(in_channels, out_channels, kernel_size, stride, pad_mode="same", group=groups, has_bias=False),
             BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS, activation="relu6"),
         ])
 
@@ -31,20 +32,26 @@ class ConvBNReLU6(nn.Cell):
 
 
 class InvertedResidual(nn.Cell):
-    """1x1 expand (skipped when expand_ratio == 1) -> 3x3 depthwise -> 1x1 linear projection."""
+    """1x1 expand (skipped when expand_ratio == 1) -> 3x3 depthwise -> 1x1 linear projection,
+    plus the input when the shapes allow, then a ReLU6 if `last_relu` (SSD's extra layers)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: float,
+                 last_relu: bool = False):
         super().__init__()
         hidden = int(round(in_channels * expand_ratio))
         self.use_residual = stride == 1 and in_channels == out_channels
         self.expands = expand_ratio != 1
+        # Without a residual the last ReLU6 directly follows the BatchNorm, which then applies it
+        # (and hands it to the conv when inference folds it); after a residual it is its own op.
+        self.relu_after_residual = nn.ReLU6() if last_relu and self.use_residual else None
         layers = []
         if self.expands:
             layers.append(ConvBNReLU6(in_channels, hidden, kernel_size=1))
         layers += [
             ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
             ActivatedConv2d(hidden, out_channels, 1, has_bias=False),
-            BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS),
+            BatchNorm2d(out_channels, momentum=BN_MOMENTUM, eps=BN_EPS,
+                        activation="relu6" if last_relu and not self.use_residual else None),
         ]
         self.conv = nn.SequentialCell(layers)
 
@@ -56,6 +63,8 @@ class InvertedResidual(nn.Cell):
             self.conv[1].features[0].take_input_bias_and_activation(self.conv[0].features[0])
 
     def construct(self, x):
+        if self.relu_after_residual is not None:
+            return self.relu_after_residual(x + self.conv(x))
         if self.use_residual:
             return x + self.conv(x)
         return self.conv(x)

@@ -18,6 +18,8 @@ def ssd_default_boxes(image_size: int, feature_sizes: Sequence[int], steps: Sequ
     square of the geometric mean of its scale and the next one. A layer with no ratios
     (SSD-MobileNet's first map) gets one small 0.1 square and the 2:1 / 1:2 pair of its scale.
     Boxes are ordered by map, then row, then column, then box, as the heads' outputs are.
+    They are not clipped to [0, 1] (boxes of the border cells reach past the image), as in the
+    model zoo: the official checkpoints' offsets are relative to these unclipped boxes.
     """
     n = len(feature_sizes)
     scales = [min_scale + (max_scale - min_scale) * i / (n - 1) for i in range(n)] + [1.0]
@@ -37,7 +39,7 @@ def ssd_default_boxes(image_size: int, feature_sizes: Sequence[int], steps: Sequ
             cy, cx = (row + 0.5) / cells, (col + 0.5) / cells
             for w, h in sizes:
                 boxes.append((cx, cy, w, h))
-    return np.clip(np.asarray(boxes, np.float32), 0.0, 1.0)
+    return np.asarray(boxes, np.float32)
 
 
 def num_boxes_per_location(aspect_ratios: Sequence[Sequence[float]]) -> list[int]:

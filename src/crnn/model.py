@@ -7,6 +7,7 @@ import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 
+from src.crnn.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
 from src.crnn.network import CRNN, CRNNInference, CRNNWithAlignedLoss, CRNNWithLoss
 from src.data.alphabet import Alphabet, alphabet_from_config
 from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop

@@ -35,9 +35,9 @@ class VGGFeatures(nn.Cell):
         self.conv4 = conv_bn_relu(256, 256)
         self.conv5 = conv_bn_relu(256, 512)
         self.conv6 = conv_bn_relu(512, 512)
+        # The model zoo's network also defines a BatchNorm `bn1` but never calls it: conv7's
+        # ReLU output goes to the LSTMs as it is (its checkpoints' vgg.bn1.* are ignored).
         self.conv7 = conv_bn_relu(512, 512, kernel_size=2, pad_mode="valid")
-        # Normalises the features handed to the LSTM; the official network has this BN too.
-        self.bn1 = BatchNorm2d(512, eps=1e-4, momentum=0.9)
         self.pool = MaxPool2d((2, 2))
         self.pool_height = MaxPool2d((2, 1))
 
@@ -46,7 +46,7 @@ class VGGFeatures(nn.Cell):
         x = self.pool(self.conv2(x))
         x = self.pool_height(self.conv4(self.conv3(x)))
         x = self.pool_height(self.conv6(self.conv5(x)))
-        return self.bn1(self.conv7(x))
+        return self.conv7(x)
 
 
 class BidirectionalLSTM(nn.Cell):

@@ -102,8 +102,18 @@ def ensure_split_mindrecord(cfg: Config, split: str, rank: int = 0) -> str:
     return ensure_mindrecord(out, build, rank=rank)
 
 
+def class_names(cfg: Config) -> list[str]:
+    """Foreground class names (label = index + 1). Read from the config when it lists them, so
+    that a network can be built, exported and run with no dataset on disk; otherwise from the
+    source's categories."""
+    if cfg.get("class_names"):
+        return list(cfg.class_names)
+    return class_info_from_source(cfg)[0]
+
+
 def class_info(cfg: Config) -> tuple[list[str], list[int]]:
-    """Foreground class names (label = index + 1) and their source category ids."""
+    """Foreground class names (label = index + 1) and their source category ids (COCO sources
+    are read to map the configured names to their ids)."""
     if cfg.get("class_names"):
         names = list(cfg.class_names)
         if cfg.dataset in ("txt", "voc"):

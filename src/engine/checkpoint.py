@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from dataclasses import dataclass
 from typing import Iterable
 
 import mindspore as ms
@@ -20,6 +22,83 @@ OPTIMIZER_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "beta1_power
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: missing, corrupted, or of another network."""
+
+
+@dataclass(frozen=True)
+class OfficialLayout:
+    """How the parameter names of a model-zoo checkpoint map onto a network of ours; each model
+    package declares one (its rename table). Rules are regular expressions over the whole name:
+    `renames` (pattern, replacement), the first match wins; `ignored` (pattern, reason): names
+    with no counterpart here, dropped and reported; `unsupported` (pattern, reason): names of
+    a network we do not build (another variant), which make the checkpoint an error."""
+    name: str
+    renames: tuple[tuple[str, str], ...]
+    ignored: tuple[tuple[str, str], ...] = ()
+    unsupported: tuple[tuple[str, str], ...] = ()
+
+    def rename(self, key: str) -> str | None:
+        """Our name for an official parameter, or None when no rule covers it."""
+        for pattern, replacement in self.renames:
+            if re.fullmatch(pattern, key):
+                return re.sub(pattern, replacement, key)
+        return None
+
+    def ignore_reason(self, key: str) -> str | None:
+        return next((reason for pattern, reason in self.ignored if re.fullmatch(pattern, key)), None)
+
+    def unsupported_reason(self, key: str) -> str | None:
+        return next((reason for pattern, reason in self.unsupported if re.fullmatch(pattern, key)), None)
+
+
+def _is_state(key: str) -> bool:
+    """Optimizer state or training bookkeeping rather than a weight of the network."""
+    return key in BOOKKEEPING_KEYS or key.startswith(OPTIMIZER_PREFIXES)
+
+
+def import_official(params: dict, own_names: Iterable[str], layout: OfficialLayout | None,
+                    source: str = "checkpoint") -> dict:
+    """Return `params` in our parameter names.
+
+    A checkpoint whose weights are mostly named as ours is returned unchanged. Otherwise, if the
+    model declares an official layout, each weight is renamed by it: the load report then says
+    the file was recognised, how many weights were mapped, and what was ignored and why
+    (optimizer state, parameters the official network defines but never uses). Weights no
+    rule covers are kept under their names and reported as unexpected by `load_weights`.
+    """
+    own = set(own_names)
+    weights = [k for k in params if not _is_state(k)]
+    if layout is None or not weights or sum(k in own for k in weights) * 2 > len(weights):
+        return params
+    unsupported = sorted({r for k in weights if (r := layout.unsupported_reason(k)) is not None})
+    if unsupported:
+        raise CheckpointError(f"{source} is a {layout.name} checkpoint of a network this repository does "
+                              f"not build: {'; '.join(unsupported)}")
+    renamed, ignored, unmapped = {}, {}, []
+    for key in weights:
+        reason = layout.ignore_reason(key)
+        if reason is not None:
+            ignored.setdefault(reason, []).append(key)
+            continue
+        ours = layout.rename(key)
+        if ours is None:
+            unmapped.append(key)
+            renamed[key] = params[key]
+        else:
+            renamed[ours] = params[key]
+    mapped = len(renamed) - len(unmapped)
+    if mapped * 2 <= len(weights) - sum(len(v) for v in ignored.values()):
+        return params  # not this layout: load_weights reports the names as they are
+    state = [k for k in params if _is_state(k)]
+    renamed.update({k: params[k] for k in state})
+    print(f"{source}: recognised a {layout.name} checkpoint; {mapped} parameters mapped to this network's "
+          "names", flush=True)
+    for reason, keys in ignored.items():
+        print(f"  ignored {len(keys)} ({reason}): {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}",
+              flush=True)
+    optimizer = [k for k in state if k.startswith(OPTIMIZER_PREFIXES)]
+    if optimizer:
+        print(f"  ignored {len(optimizer)} optimizer state entries ({', '.join(optimizer[:2])} ...)", flush=True)
+    return renamed
 
 
 def save_checkpoint_atomic(obj, path: str, append_dict: dict | None = None) -> str:
@@ -51,9 +130,11 @@ def read_checkpoint(path: str) -> dict:
 
 
 def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: bool = False,
-                 drop_prefixes: Iterable[str] = (), strict: bool = False, source: str = "") -> dict:
+                 drop_prefixes: Iterable[str] = (), strict: bool = False, source: str = "",
+                 official: OfficialLayout | None = None) -> dict:
     """Load parameters into `net` by name.
 
+    A model-zoo checkpoint is first renamed by the model's `official` layout (import_official).
     Shape mismatches are an error listing every mismatched name, unless filter_shape_mismatch
     (filter_weight: e.g. a head trained for another class count), which drops and reports them.
     With strict, any network parameter missing from the checkpoint is an error too.
@@ -64,6 +145,7 @@ def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: boo
         params = read_checkpoint(params)
     source = source or "checkpoint"
     own = {p.name: p for p in net.get_parameters()}
+    params = import_official(params, own, official, source)
     params = {k: v for k, v in params.items()
               if k not in NOT_RESTORED and not any(k.startswith(d) for d in drop_prefixes)}
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs network {tuple(own[k].shape)}"

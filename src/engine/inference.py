@@ -14,13 +14,17 @@ from src.ops.aot import standard_operators
 from src.ops.conv import ActivatedConv2d
 
 
-def load_inference_network(cfg, api, ckpt_path: str):
-    """Build the model's inference graph and load a checkpoint into it (all weights required)."""
+def load_inference_network(cfg, api, ckpt_path: str, fold: bool = True):
+    """Build the model's inference graph and load a checkpoint into it (all weights required;
+    model-zoo checkpoints are mapped by the model's rename table). With `fold`, BatchNorms are
+    folded into their convs (what eval.py and infer.py run); export.py keeps them, so the
+    exported graph is the official network layer for layer (deployment compilers fold them)."""
     if not ckpt_path:
         raise ValueError("no checkpoint given: pass --checkpoint_path (eval.py) or --ckpt_file (export.py, infer.py)")
     net = api.build_inference_network(cfg)
-    load_weights(net, os.path.abspath(ckpt_path), strict=True)
-    fold_batchnorm(net)
+    load_weights(net, os.path.abspath(ckpt_path), strict=True, official=api.OFFICIAL_CHECKPOINT)
+    if fold:
+        fold_batchnorm(net)
     net.set_train(False)
     return net
 

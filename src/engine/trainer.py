@@ -79,7 +79,8 @@ def train(cfg) -> dict:
 
     net_with_loss = api.build_train_network(cfg)
     if cfg.pre_trained:
-        load_weights(net_with_loss, cfg.path("pre_trained"), filter_shape_mismatch=cfg.filter_weight)
+        load_weights(net_with_loss, cfg.path("pre_trained"), filter_shape_mismatch=cfg.filter_weight,
+                     official=api.OFFICIAL_CHECKPOINT)
     if cfg.freeze_layer == "backbone":
         print(f"froze {freeze(net_with_loss, api.BACKBONE_PREFIX)} backbone parameters", flush=True)
     elif cfg.freeze_layer != "none":

@@ -23,9 +23,8 @@ _SUPPORTED_STRIDES = (1, 2)
 
 
 def _output_shape(x, w, stride: int) -> list:
-    k = w[2]
-    pad = k // 2
-    return [x[0], x[1], (x[2] + 2 * pad - k) // stride + 1, (x[3] + 2 * pad - k) // stride + 1]
+    """'same' padding: ceil(side / stride)."""
+    return [x[0], x[1], -(-x[2] // stride), -(-x[3] // stride)]
 
 
 def _inference_op(library: str, name: str, stride: int) -> ops.Custom:
@@ -53,8 +52,10 @@ def _custom_ops(library: str, stride: int) -> ops.Custom:
 class DepthwiseConv2d(ActivatedConv2d):
     """``nn.Conv2d`` with ``group == in_channels == out_channels`` (same arguments, parameters
     and checkpoints) that runs on CPU through the custom kernel when its geometry allows:
-    float32 input and weight, square odd kernel, symmetric padding of kernel_size // 2 ('pad' mode), stride 1
-    or 2 in both directions, no dilation. `activation` (None, "relu" or "relu6") follows the conv."""
+    float32 input and weight, square odd kernel, stride 1 or 2 in both directions, no dilation,
+    and pad_mode 'same' (at stride 2 on an even side it pads only below / right, as the model
+    zoo's networks do) or, at stride 1 where it is the same thing, 'pad' with kernel_size // 2 on
+    every side. `activation` (None, "relu" or "relu6") follows the conv."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, pad_mode: str = "pad",
                  padding=0, dilation=1, group: int = 1, has_bias: bool = False, weight_init=None, bias_init=None,
@@ -66,8 +67,9 @@ class DepthwiseConv2d(ActivatedConv2d):
                          has_bias, weight_init, bias_init, activation)
         k = self.kernel_size[0]
         pads = (self.padding,) * 4 if isinstance(self.padding, int) else tuple(self.padding)
-        geometry_ok = (self.kernel_size == (k, k) and k % 2 == 1 and self.pad_mode == "pad"
-                       and pads == (k // 2,) * 4 and self.dilation == (1, 1)
+        same_padding = self.pad_mode == "same" or (self.pad_mode == "pad" and pads == (k // 2,) * 4
+                                                    and self.stride == (1, 1))
+        geometry_ok = (self.kernel_size == (k, k) and k % 2 == 1 and same_padding and self.dilation == (1, 1)
                        and self.stride[0] == self.stride[1] and self.stride[0] in _SUPPORTED_STRIDES)
         library = aot.library_for_cell(_LIBRARY) if geometry_ok else None
         self.use_cpu_kernel = library is not None

@@ -15,11 +15,12 @@ from src.box.nms import multiclass_nms
 from src.box.priors import num_boxes_per_location, ssd_default_boxes
 from src.data import transforms as T
 from src.data.mindrecord_io import open_detection_mindrecord
-from src.data.sources import class_info, detection_eval_items, ensure_split_mindrecord, shard_image_ids
+from src.data.sources import class_names, detection_eval_items, ensure_split_mindrecord, shard_image_ids
 from src.engine.inference import draw_detections
 from src.metric.coco_eval import detection_evaluator, detection_metas
 from src.model_utils.config import Config
-from src.ssd.network import SSDInference, SSDMobileNetV2, SSDWithLoss
+from src.ssd.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
+from src.ssd.network import DELTA_ORDER, SSDInference, SSDMobileNetV2, SSDWithLoss
 
 # Parameters a backbone-only checkpoint holds; `freeze_layer: backbone` freezes them.
 BACKBONE_PREFIX = "network.backbone."
@@ -28,12 +29,17 @@ METRIC = "mAP"
 
 def num_classes(cfg: Config) -> int:
     """Foreground classes + background."""
-    return len(class_info(cfg)[0]) + 1
+    return len(class_names(cfg)) + 1
 
 
 def priors(cfg: Config) -> np.ndarray:
     return ssd_default_boxes(cfg.img_shape[0], cfg.feature_size, cfg.steps, cfg.min_scale, cfg.max_scale,
                              cfg.aspect_ratios)
+
+
+def box_coder(cfg: Config) -> CenterSizeCoder:
+    """The coder of the training targets: the head's deltas, y first as the model zoo's."""
+    return CenterSizeCoder(priors(cfg), cfg.prior_scaling, DELTA_ORDER)
 
 
 def build_network(cfg: Config) -> SSDMobileNetV2:
@@ -63,7 +69,7 @@ class _TrainTransform:
 
     def __init__(self, cfg: Config, seed: int):
         self.size = tuple(cfg.img_shape)
-        self.coder = CenterSizeCoder(priors(cfg), cfg.prior_scaling)
+        self.coder = box_coder(cfg)
         self.priors_xyxy = self.coder.priors_xyxy
         self.threshold = cfg.match_threshold
         self.augment = cfg.augment
@@ -164,7 +170,7 @@ def postprocess(cfg: Config, outputs, metas) -> list[dict]:
     results = []
     for i, meta in enumerate(metas):
         b, s, cls = multiclass_nms(boxes[i], scores[i][:, 1:], cfg.min_score, cfg.nms_threshold,
-                                   cfg.max_boxes, cfg.get("pre_nms_top_k", 1000))
+                                   cfg.max_boxes, cfg.pre_nms_top_k)
         scale = np.asarray([meta["width"], meta["height"]] * 2, np.float32)
         b = np.clip(b * scale, 0, scale)
         results.append({"boxes": b, "scores": s, "labels": cls + 1})
@@ -178,7 +184,7 @@ def preprocess_image(cfg: Config, img_rgb: np.ndarray) -> np.ndarray:
 
 def show_result(cfg: Config, img_rgb: np.ndarray, det: dict, output: str | None) -> None:
     """infer.py: print the detections and draw them into `output` (default IMG_det.png)."""
-    names = class_info(cfg)[0]
+    names = class_names(cfg)
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
         print(f"{names[int(label) - 1]:>12s} {score:.3f} [{', '.join(f'{v:.1f}' for v in box)}]")
     output = output or os.path.splitext(cfg.image)[0] + "_det.png"

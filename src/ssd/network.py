@@ -12,13 +12,17 @@ from src.ops.batch_norm import BatchNorm2d
 from src.ops.conv import ActivatedConv2d
 from src.ops.depthwise import DepthwiseConv2d
 
+# The head regresses each box as (dcy, dcx, dh, dw), y first, as the model zoo's SSD does: what
+# its checkpoints' box-offset weights mean (src/box/coder.py encodes the targets in this order).
+DELTA_ORDER = "yx"
+
 
 def _head_branch(in_channels: int, out_channels: int, bias_init: float = 0.0) -> nn.SequentialCell:
     """Depthwise 3x3 + BN + ReLU6, then a 1x1 prediction conv."""
     pred = ActivatedConv2d(in_channels, out_channels, 1, has_bias=True,
                            bias_init=ms.common.initializer.Constant(bias_init))
     return nn.SequentialCell([
-        DepthwiseConv2d(in_channels, in_channels, 3, pad_mode="pad", padding=1, group=in_channels, has_bias=False),
+        DepthwiseConv2d(in_channels, in_channels, 3, pad_mode="same", group=in_channels, has_bias=False),
         BatchNorm2d(in_channels, momentum=BN_MOMENTUM, eps=BN_EPS, activation="relu6"),
         nn.Identity(),  # where the ReLU6 was before it was fused: keeps pred's parameter names
         pred,
@@ -60,7 +64,7 @@ class SSDMobileNetV2(nn.Cell):
         self.backbone = MobileNetV2SSDBackbone()
         extras, channels = [], 1280
         for out_channels, ratio in self.EXTRA_LAYERS:
-            extras.append(InvertedResidual(channels, out_channels, stride=2, expand_ratio=ratio))
+            extras.append(InvertedResidual(channels, out_channels, stride=2, expand_ratio=ratio, last_relu=True))
             channels = out_channels
         self.multi_residual = nn.CellList(extras)
         feature_channels = [576, 1280] + [c for c, _ in self.EXTRA_LAYERS]
@@ -113,25 +117,34 @@ class SSDWithLoss(nn.Cell):
 
 
 class SSDInference(nn.Cell):
-    """Exported graph: decoded x1,y1,x2,y2 boxes in [0,1] (B,N,4) and sigmoid scores (B,N,C).
+    """Exported graph: decoded x1,y1,x2,y2 boxes clipped to [0,1] (B,N,4) and sigmoid scores (B,N,C).
 
     The decode is written with elementwise ops (not BoundingBoxDecode) so that it exports to ONNX.
+    The boxes are clipped here, before NMS, as the model zoo's graph does: NMS on unclipped boxes
+    keeps other boxes. The official graph returns y1,x1,y2,x2; these are the same numbers with
+    the columns in x-first order (official = ours[..., [1, 0, 3, 2]]).
     """
 
     def __init__(self, network: SSDMobileNetV2, priors_cxcywh: np.ndarray, variances=(0.1, 0.2)):
         super().__init__()
         self.network = network
-        self.prior_xy = ms.Tensor(priors_cxcywh[None, :, :2], ms.float32)
-        self.prior_wh = ms.Tensor(priors_cxcywh[None, :, 2:], ms.float32)
-        self.var_xy = float(variances[0])
-        self.var_wh = float(variances[1])
+        # The deltas come y first (DELTA_ORDER): the priors are stored in the same order, so
+        # that the decode is elementwise, and the result is put back x first at the end.
+        priors_yx = priors_cxcywh[None, :, [1, 0, 3, 2]]
+        self.prior_yx = ms.Tensor(priors_yx[..., :2], ms.float32)
+        self.prior_hw = ms.Tensor(priors_yx[..., 2:], ms.float32)
+        self.var_yx = float(variances[0])
+        self.var_hw = float(variances[1])
 
     def construct(self, x):
         loc, logits = self.network(x)
         # Split, not two slices: MindSpore's CPU StridedSlice took 0.5-4 ms on this (1, 1917, 4)
         # tensor, Split ~0.03 ms.
-        loc_xy, loc_wh = ops.split(loc, 2, -1)
-        xy = loc_xy * self.var_xy * self.prior_wh + self.prior_xy
-        wh = ops.exp(loc_wh * self.var_wh) * self.prior_wh
-        boxes = ops.concat((xy - wh / 2, xy + wh / 2), -1)
-        return boxes, ops.sigmoid(logits)
+        loc_yx, loc_hw = ops.split(loc, 2, -1)
+        yx = loc_yx * self.var_yx * self.prior_hw + self.prior_yx
+        half_hw = ops.exp(loc_hw * self.var_hw) * self.prior_hw / 2
+        y1, x1 = ops.split(yx - half_hw, 1, -1)
+        y2, x2 = ops.split(yx + half_hw, 1, -1)
+        boxes = ops.concat((x1, y1, x2, y2), -1)
+        # maximum/minimum rather than clip_by_value: plain elementwise ops in an exported graph.
+        return ops.minimum(ops.maximum(boxes, 0.0), 1.0), ops.sigmoid(logits)

@@ -1,4 +1,6 @@
-// Depthwise 2-D convolution (NCHW, float32, square kernel, symmetric zero padding k/2) for
+// Depthwise 2-D convolution (NCHW, float32, square odd kernel, zero padding as pad_mode 'same':
+// ceil(h / stride) output rows, and when the padding a side needs is odd its extra pixel goes
+// below / right of the input, as in MindSpore's and TensorFlow's 'same') for
 // MindSpore's CPU backend, loaded as ``ops.Custom(..., func_type="aot")``.
 //
 // Why: MindSpore's CPU Conv2D hands a depthwise convolution to oneDNN on the plain NCHW
@@ -19,14 +21,15 @@ namespace {
 struct Geometry {
   int64_t n, c, h, w;     // input
   int64_t oh, ow;         // output
-  int64_t k, pad, stride;
+  int64_t k, stride;
+  int64_t pad_top, pad_left;  // zero rows above / columns left of the input ('same')
 };
 
-// Output columns [lo, hi) for which input column ow*stride - pad + j lies inside [0, w).
+// Output columns [lo, hi) for which input column ow*stride - pad_left + j lies inside [0, w).
 inline void valid_columns(const Geometry& g, int64_t j, int64_t* lo, int64_t* hi) {
-  int64_t first = g.pad - j;  // smallest ow*stride that is valid
+  int64_t first = g.pad_left - j;  // smallest ow*stride that is valid
   *lo = first <= 0 ? 0 : (first + g.stride - 1) / g.stride;
-  int64_t last = g.w - 1 + g.pad - j;  // largest valid ow*stride
+  int64_t last = g.w - 1 + g.pad_left - j;  // largest valid ow*stride
   *hi = last < 0 ? 0 : std::min(g.ow, last / g.stride + 1);
 }
 
@@ -39,9 +42,9 @@ void forward_plane(const Geometry& g, const float* x, const float* wk, float* y)
       int64_t lo, hi;
       valid_columns(g, j, &lo, &hi);
       for (int64_t oy = 0; oy < g.oh; ++oy) {
-        const int64_t iy = oy * S - g.pad + i;
+        const int64_t iy = oy * S - g.pad_top + i;
         if (iy < 0 || iy >= g.h) continue;
-        const float* xr = x + iy * g.w - g.pad + j;
+        const float* xr = x + iy * g.w - g.pad_left + j;
         float* yr = y + oy * g.ow;
         for (int64_t ox = lo; ox < hi; ++ox) yr[ox] += wv * xr[ox * S];
       }
@@ -196,9 +199,19 @@ void forward_plane_3x3(const Geometry& g, const float* x, const float* wk, float
   std::memset(padded + (g.h + 1) * row, 0, sizeof(float) * (row + kSlack));
   for (int64_t r = 0; r < g.h; ++r)
     copy_padded_row<S, InAct>(x + r * g.w, g.w, padded + (r + 1) * row, in_bias, in_high);
-  // Where padded columns ox*S + 1 and ox*S + 2 start, relative to column ox*S.
-  const int64_t c1 = S == 2 ? (row + 1) / 2 : 1, c2 = S == 2 ? 1 : 2;
-  output_plane<S, Act>(padded, row, c1, c2, wk, y, g.oh, g.ow, bias, high);
+  // The plane holds one zero row and column on every side; 'same' at stride 2 on an even side
+  // pads only after it (pad_top / pad_left 0), so reading starts one row / column later.
+  const float* first = padded + (1 - g.pad_top) * row;
+  int64_t c1 = 1, c2 = 2;  // where padded columns ox*S + 1 and ox*S + 2 start, relative to column ox*S
+  if (S == 2) {
+    const int64_t evens = (row + 1) / 2;  // stored first, then the odd columns
+    if (g.pad_left == 1) {
+      c1 = evens, c2 = 1;  // columns 2ox, 2ox+1, 2ox+2: even[ox], odd[ox], even[ox+1]
+    } else {
+      first += evens, c1 = 1 - evens, c2 = 1;  // 2ox+1, 2ox+2, 2ox+3: odd[ox], even[ox+1], odd[ox+1]
+    }
+  }
+  output_plane<S, Act>(first, row, c1, c2, wk, y, g.oh, g.ow, bias, high);
 }
 
 template <int S>
@@ -210,9 +223,9 @@ void backward_input_plane(const Geometry& g, const float* dy, const float* wk, f
       int64_t lo, hi;
       valid_columns(g, j, &lo, &hi);
       for (int64_t oy = 0; oy < g.oh; ++oy) {
-        const int64_t iy = oy * S - g.pad + i;
+        const int64_t iy = oy * S - g.pad_top + i;
         if (iy < 0 || iy >= g.h) continue;
-        float* xr = dx + iy * g.w - g.pad + j;
+        float* xr = dx + iy * g.w - g.pad_left + j;
         const float* dyr = dy + oy * g.ow;
         for (int64_t ox = lo; ox < hi; ++ox) xr[ox * S] += wv * dyr[ox];
       }
@@ -231,9 +244,9 @@ void backward_weight_channel(const Geometry& g, int64_t c, const float* x, const
         const float* xp = x + (b * g.c + c) * g.h * g.w;
         const float* dyp = dy + (b * g.c + c) * g.oh * g.ow;
         for (int64_t oy = 0; oy < g.oh; ++oy) {
-          const int64_t iy = oy * S - g.pad + i;
+          const int64_t iy = oy * S - g.pad_top + i;
           if (iy < 0 || iy >= g.h) continue;
-          const float* xr = xp + iy * g.w - g.pad + j;
+          const float* xr = xp + iy * g.w - g.pad_left + j;
           const float* dyr = dyp + oy * g.ow;
           float row = 0.f;
           // A float sum is only vectorised when the compiler may reorder it.
@@ -255,10 +268,12 @@ Geometry geometry(int64_t** shapes, int image, int weight, int result, int64_t s
   g.h = shapes[image][2];
   g.w = shapes[image][3];
   g.k = shapes[weight][2];
-  g.pad = g.k / 2;
   g.stride = stride;
   g.oh = shapes[result][2];
   g.ow = shapes[result][3];
+  // 'same': the smaller half of the padding a side needs goes before it.
+  g.pad_top = std::max<int64_t>((g.oh - 1) * stride + g.k - g.h, 0) / 2;
+  g.pad_left = std::max<int64_t>((g.ow - 1) * stride + g.k - g.w, 0) / 2;
   return g;
 }
 
