@@ -16,6 +16,7 @@ import os
 import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 
 from src.engine.checkpoint import load_weights, save_checkpoint_atomic
+from src.model_utils.cli import run
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
 from src.ops.aot import standard_operators
@@ -39,4 +40,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

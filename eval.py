@@ -10,6 +10,7 @@ import os
 import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 from src.engine.evaluate import run_evaluation
 from src.engine.inference import frozen_forward, load_inference_network
+from src.model_utils.cli import run
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
 from src.registry import get_model
@@ -32,4 +33,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

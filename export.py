@@ -6,6 +6,8 @@ import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 import mindspore as ms
 
 from src.engine.inference import load_inference_network
+from src.errors import ConfigError
+from src.model_utils.cli import run
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
 from src.ops.aot import standard_operators
@@ -18,9 +20,9 @@ def main(argv=None) -> str:
     cfg = parse_cli(argv, description=__doc__)
     fmt = str(cfg.file_format).upper()
     if fmt not in FORMATS:
-        raise ValueError(f"--file_format must be one of {', '.join(FORMATS)}, got '{cfg.file_format}'")
+        raise ConfigError(f"--file_format must be one of {', '.join(FORMATS)}, got '{cfg.file_format}'")
     if fmt == "AIR" and cfg.device_target != "Ascend":
-        raise SystemExit("AIR export needs an Ascend device (--device_target Ascend on an Ascend host); "
+        raise ConfigError("AIR export needs an Ascend device (--device_target Ascend on an Ascend host); "
                          "use MINDIR (any device) or ONNX here.")
     init_context(cfg)
     api = get_model(cfg.model)
@@ -34,4 +36,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

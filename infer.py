@@ -6,6 +6,8 @@ import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 import mindspore as ms
 
 from src.engine.inference import frozen_forward, load_inference_network, read_image
+from src.errors import ConfigError
+from src.model_utils.cli import run
 from src.model_utils.config import parse_cli
 from src.model_utils.device import init_context
 from src.registry import get_model
@@ -14,7 +16,7 @@ from src.registry import get_model
 def main(argv=None) -> dict:
     cfg = parse_cli(argv, description=__doc__)
     if not cfg.image:
-        raise SystemExit("infer.py needs --image IMG")
+        raise ConfigError("infer.py needs --image IMG")
     init_context(cfg)
     api = get_model(cfg.model)
     net = load_inference_network(cfg, api, cfg.ckpt_file)
@@ -27,4 +29,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

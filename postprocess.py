@@ -9,6 +9,8 @@ import os
 import src  # noqa: F401
 import numpy as np
 
+from src.errors import DataError
+from src.model_utils.cli import run
 from src.model_utils.config import parse_cli
 from src.registry import get_model
 
@@ -22,7 +24,7 @@ def read_outputs(result_dir: str, stem: str, shapes) -> list[np.ndarray] | None:
             return None
         data = np.fromfile(path, np.float32)
         if data.size != int(np.prod(shape)):
-            raise ValueError(f"{path} holds {data.size} floats; expected shape {shape} ({int(np.prod(shape))})")
+            raise DataError(f"{path} holds {data.size} floats; expected shape {shape} ({int(np.prod(shape))})")
         outputs.append(data.reshape(shape))
     return outputs
 
@@ -44,11 +46,11 @@ def main(argv=None) -> dict:
         print(f"{len(missing)} val images have no outputs in {result_dir} and are not scored "
               f"(e.g. {', '.join(missing[:5])})", flush=True)
     if not evaluator.images:
-        raise SystemExit(f"no outputs found in {result_dir} for any val image")
+        raise DataError(f"no outputs found in {result_dir} for any val image")
     metrics = evaluator.compute()
     print(f"{api.METRIC}: {metrics[api.METRIC]:.4f} over {len(evaluator.images)} images", flush=True)
     return metrics
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -4,6 +4,7 @@ With no arguments: SSD300 on the embedded shapes dataset (default_config.yaml).
 """
 import src  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before MindSpore loads)
 from src.engine.trainer import train
+from src.model_utils.cli import run
 from src.model_utils.config import parse_cli
 from src.model_utils.moxing_adapter import moxing_wrapper
 
@@ -14,4 +15,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -199,9 +199,10 @@ launch() {
 }
 
 # run_step LOG CMD...: run CMD in the foreground from the repo root (env from LAUNCH_ENV),
-# output to LOG; exit 1 naming LOG if it fails. With DRY_RUN=1 only print the RANK 0 line.
+# output to LOG; if it fails, show the end of LOG and exit with CMD's status (2: a user error,
+# whose one-line message ends the log). With DRY_RUN=1 only print the RANK 0 line.
 run_step() {
-    local log="$1"
+    local log="$1" status=0
     shift
     if is_dry_run; then
         dry_line 0 "$@"
@@ -209,27 +210,32 @@ run_step() {
     fi
     info "running: $(quote_words "$@")"
     info "log: $log"
-    if ! (cd "$REPO_ROOT" && exec env ${LAUNCH_ENV[@]+"${LAUNCH_ENV[@]}"} "$@" </dev/null >"$log" 2>&1); then
+    (cd "$REPO_ROOT" && exec env ${LAUNCH_ENV[@]+"${LAUNCH_ENV[@]}"} "$@" </dev/null >"$log" 2>&1) || status=$?
+    if [[ $status -ne 0 ]]; then
         tail -n 20 "$log" >&2 || true
-        die "'$1' failed; see $log"
+        echo "[ERROR] $SCRIPT_NAME: '$1' failed (exit status $status); see $log" >&2
+        exit "$status"
     fi
 }
 
-# finish_launch: after the launches. DRY_RUN: exit 0. WAIT=1: wait for every process and fail if
-# one failed. Otherwise leave them running and say where the logs are.
+# finish_launch: after the launches. DRY_RUN: exit 0. WAIT=1: wait for every process; if one
+# failed, show the last line of its log and exit with the first failed process's status.
+# Otherwise leave them running and say where the logs are.
 finish_launch() {
     if is_dry_run; then
         exit 0
     fi
     if [[ "${WAIT:-0}" == "1" ]]; then
-        local i failed=0
+        local i status first_failure=0
         for i in "${!PIDS[@]}"; do
-            if ! wait "${PIDS[$i]}"; then
-                echo "[ERROR] $SCRIPT_NAME: process ${PIDS[$i]} failed; see ${LOGS[$i]}" >&2
-                failed=1
+            status=0
+            wait "${PIDS[$i]}" || status=$?
+            if [[ $status -ne 0 ]]; then
+                echo "[ERROR] $SCRIPT_NAME: process ${PIDS[$i]} failed (exit status $status): $(tail -n 1 "${LOGS[$i]}"); see ${LOGS[$i]}" >&2
+                [[ $first_failure -ne 0 ]] || first_failure=$status
             fi
         done
-        [[ $failed -eq 0 ]] || exit 1
+        [[ $first_failure -eq 0 ]] || exit "$first_failure"
         info "all processes finished; logs in $RUN_DIR"
     else
         info "running in the background; follow with: tail -f ${LOGS[0]}"

@@ -10,6 +10,7 @@ rename table from the model zoo's checkpoint names to ours, src/engine/checkpoin
 from __future__ import annotations
 
 import importlib
+from src.errors import ConfigError
 
 MODELS = {
     "ssd300_mobilenet_v2": "src.ssd.model",
@@ -20,5 +21,5 @@ MODELS = {
 def get_model(name: str):
     """Import and return the model-interface module registered under `name`."""
     if name not in MODELS:
-        raise ValueError(f"config key 'model' is '{name}'; known models: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"config key 'model' is '{name}'; known models: {', '.join(sorted(MODELS))}")
     return importlib.import_module(MODELS[name])

@@ -90,8 +90,10 @@ def test_checkpoint_of_another_model_lists_mismatched_parameters(tiny_ssd_args, 
     ms.save_checkpoint(ms.nn.Dense(4, 3), str(other))
     with pytest.raises(CheckpointError) as err:
         eval_entry.main(tiny_ssd_args + ["--checkpoint_path", str(other), "--output_dir", str(tmp_path)])
-    assert "not a checkpoint of this network" in str(err.value)
-    assert "network.backbone.features_1.0.features.0.weight" in str(err.value)
+    message = str(err.value)
+    assert "not a checkpoint of this network: 409 of 409 parameters are missing" in message
+    assert "network.backbone." in message and "the file holds others (bias, weight)" in message
+    assert "\n" not in message
 
 
 def test_checkpoint_with_other_class_count_lists_shapes(tiny_ssd_run, tmp_path):
@@ -125,3 +127,55 @@ def test_damaged_checkpoint_is_a_crc_error_not_wrong_weights(tiny_ssd_run, tmp_p
     bad.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         eval_entry.main(tiny_ssd_run["args"] + ["--checkpoint_path", str(bad), "--output_dir", str(tmp_path)])
+
+
+# ------------------------------------------------- entry points: one line, status 2, --debug
+
+def _entry(script: str, *args: str, env: dict | None = None):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_entry_points_report_user_errors_in_one_line_with_status_2(tiny_ssd_run, tmp_path):
+    from conftest import SSD_CONFIG
+    foreign = tmp_path / "foreign.ckpt"
+    foreign.write_bytes(b"not a checkpoint at all")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"base: [{SSD_CONFIG}]\nlr_shedule: multistep\n")
+    cases = [
+        (("train.py", "--config_path", str(typo)), "typo.yaml:2: unknown config key 'lr_shedule' (did you mean "
+                                                     "'lr_schedule'?)"),
+        (("train.py", "--config_path", str(tmp_path / "nope.yaml")), "config file not found"),
+        (("eval.py", *tiny_ssd_run["args"], "--checkpoint_path", str(foreign)), f"cannot read checkpoint {foreign}"),
+        (("export.py", *tiny_ssd_run["args"], "--ckpt_file", tiny_ssd_run["last_ckpt"], "--file_format", "PNG"),
+         "--file_format must be one of MINDIR, ONNX, AIR"),
+        (("infer.py", *tiny_ssd_run["args"], "--ckpt_file", tiny_ssd_run["last_ckpt"], "--image",
+          str(tmp_path / "missing.jpg")), "image not found"),
+    ]
+    for args, message in cases:
+        result = _entry(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert lines[-1].startswith("error: ") and message in lines[-1], (args, lines[-3:])
+        assert "Traceback" not in result.stderr, args
+
+
+def test_debug_flag_and_variable_show_the_traceback(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    for args, env in ((("--config_path", missing, "--debug"), None), (("--config_path", missing), {"MS_ZOO_DEBUG": "1"})):
+        result = _entry("train.py", *args, env=env)
+        assert result.returncode == 1 and "Traceback" in result.stderr
+        assert "MissingFileError: config file not found" in result.stderr
+
+
+def test_internal_errors_keep_their_traceback():
+    from src.model_utils.cli import run
+
+    def broken(argv):
+        raise KeyError("a bug, not the user's")
+
+    with pytest.raises(KeyError):
+        run(broken, [])

@@ -316,6 +316,78 @@ def test_absolute_path(tmp_path):
     assert cfg.path("ann") == target
 
 
+# ----------------------------------------------------------------------------- declared keys
+
+@pytest.mark.parametrize("text, line, suggestion", [
+    ("lr_shedule: multistep\n", 2, "lr_schedule"),
+    ("epoch_size: 3\nepoch_sise: 50\n", 3, "epoch_size"),
+])
+def test_misspelt_key_in_a_config_file_names_file_line_and_closest_key(tmp_path, monkeypatch, text, line,
+                                                                          suggestion):
+    """A user's copy of a repo config with a typo fails before anything is built."""
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path / "mine.yaml", f"base: [{os.path.join(ROOT, 'configs', 'ssd', 'ssd300.yaml')}]\n{text}")
+    with pytest.raises(ConfigError) as e:
+        parse_cli(["--config_path", path])
+    message = str(e.value)
+    assert message.startswith(f"mine.yaml:{line}: unknown config key")
+    assert f"did you mean '{suggestion}'?" in message
+
+
+def test_unknown_nested_key_in_a_file(chain, tmp_path):
+    path = _write(tmp_path / "nested.yaml", "base: [base.yaml]\na:\n  d:\n    ee: 1\n")
+    with pytest.raises(ConfigError, match=r"nested\.yaml:4: unknown config key 'a\.d\.ee' \(did you mean 'a\.d\.e'"):
+        parse_cli(["--config_path", path])
+
+
+@pytest.mark.parametrize("text, key, expected", [("epoch_size: ten\n", "epoch_size", "an integer"),
+                                                 ("lr: fast\n", "lr", "a number"),
+                                                 ("run_eval: 1\n", "run_eval", "True or False"),
+                                                 ("epoch_size: 2.5\n", "epoch_size", "an integer"),
+                                                 ("a: 3\n", "a", "a mapping")])
+def test_value_of_the_wrong_type_in_a_file(chain, tmp_path, text, key, expected):
+    path = _write(tmp_path / "typed.yaml", "base: [base.yaml]\n" + text)
+    with pytest.raises(ConfigError) as e:
+        parse_cli(["--config_path", path])
+    assert f"typed.yaml:2: config key '{key}' expects {expected}" in str(e.value)
+    assert "base.yaml" in str(e.value)  # where the key is declared
+
+
+def test_declared_types_accept_compatible_values(chain, tmp_path):
+    path = _write(tmp_path / "ok.yaml", "base: [base.yaml]\nlr: 1\nepoch_size: 4.0\nmilestones: []\n")
+    cfg = parse_cli(["--config_path", path])
+    assert cfg.lr == 1 and cfg.epoch_size == 4.0
+
+
+def test_base_files_declare_keys_and_other_files_only_set_them(tmp_path):
+    """A file in a `_base_` folder may add keys even when it has bases of its own."""
+    _write(tmp_path / "_base_" / "root.yaml", "x: 1\n")
+    _write(tmp_path / "_base_" / "model.yaml", "base: [root.yaml]\ny: 2\n")
+    leaf = _write(tmp_path / "leaf.yaml", "base: [_base_/model.yaml]\nx: 5\ny: 6\n")
+    assert parse_cli(["--config_path", leaf]).to_dict() == {"x": 5, "y": 6, "config_path": leaf}
+    bad = _write(tmp_path / "bad.yaml", "base: [_base_/model.yaml]\nz: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'z'"):
+        parse_cli(["--config_path", bad])
+
+
+REPO_CONFIGS = ["default_config.yaml"] + sorted(
+    os.path.relpath(os.path.join(d, f), ROOT) for d, _, files in os.walk(os.path.join(ROOT, "configs"))
+    for f in files if f.endswith(".yaml") and os.path.basename(d) != "_base_")
+
+
+@pytest.mark.parametrize("rel", REPO_CONFIGS)
+def test_every_repo_config_sets_only_declared_keys(rel):
+    parse_cli(["--config_path", os.path.join(ROOT, rel)])
+
+
+@pytest.mark.parametrize("overlay", ["device_ascend.yaml", "device_gpu.yaml"])
+def test_device_overlays_declare_nothing_new(overlay):
+    """The device files in _base_ only change runtime keys: a typo there would declare a key."""
+    from src.model_utils.config import load_yaml
+    runtime = load_yaml(os.path.join(ROOT, "configs", "_base_", "runtime.yaml"))
+    assert set(load_yaml(os.path.join(ROOT, "configs", "_base_", overlay))) <= set(runtime)
+
+
 # ----------------------------------------------------------------------------- real configs
 
 @pytest.mark.parametrize("rel", ["default_config.yaml", "configs/ssd/ssd300.yaml", "configs/ssd/ssd300_shapes.yaml"])

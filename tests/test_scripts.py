@@ -549,11 +549,15 @@ def test_real_launch_distribute_ascend(work: Path):
     assert sorted(p.name for p in (work / "run").iterdir()) == [f"rank_{i}" for i in range(4)]
 
 
-def test_real_launch_failure_is_reported_with_wait(work: Path):
-    fake = fake_program(work / "fake_python", exit_code=3)
+@pytest.mark.parametrize("exit_code", [2, 3])
+def test_real_launch_failure_passes_the_status_through_with_wait(work: Path, exit_code: int):
+    """2 is a user error (a one-line message ending the log), anything else an internal one:
+    the script exits with the program's own status and shows that last line."""
+    fake = fake_program(work / "fake_python", exit_code=exit_code)
     result = run_script("run_standalone_train_cpu.sh", "config.yaml", cwd=work, dry_run=False,
                         env={"PYTHON": str(fake), "WAIT": "1"})
-    assert result.returncode == 1
+    assert result.returncode == exit_code
+    assert f"(exit status {exit_code})" in result.stderr and "CUDA_VISIBLE_DEVICES=unset" in result.stderr
     assert f"see {work / 'run' / 'train.log'}" in result.stderr
 
 

@@ -113,7 +113,8 @@ def test_onnx_matches_mindspore_within_1e4(tiny_ssd_run, exported):
 
 def test_air_export_off_ascend_fails_clearly(tiny_ssd_run, tmp_path):
     import export
-    with pytest.raises(SystemExit, match="AIR export needs an Ascend device"):
+    from src.errors import ConfigError
+    with pytest.raises(ConfigError, match="AIR export needs an Ascend device"):
         export.main(tiny_ssd_run["args"] + ["--ckpt_file", tiny_ssd_run["last_ckpt"], "--file_format", "AIR",
                                             "--file_name", str(tmp_path / "x")])
 

@@ -7,10 +7,11 @@ import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 
-from src.crnn.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
 from src.crnn.network import CRNN, CRNNInference, CRNNWithAlignedLoss, CRNNWithLoss
+from src.crnn.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
 from src.data.alphabet import Alphabet, alphabet_from_config
 from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
+from src.errors import ConfigError
 from src.metric.text_accuracy import TextAccuracy
 from src.model_utils.config import Config
 
@@ -75,7 +76,7 @@ def text_sets(cfg: Config, split: str) -> list[TextSet]:
         if split == "train":
             return [TextSet("train", cfg.paths("train_lmdb"))]
         return [TextSet(os.path.basename(p.rstrip("/")) or p, [p]) for p in cfg.paths("eval_lmdb")]
-    raise ValueError(f"config key 'dataset' must be words or lmdb for {cfg.model}, got '{cfg.dataset}'")
+    raise ConfigError(f"config key 'dataset' must be words or lmdb for {cfg.model}, got '{cfg.dataset}'")
 
 
 def _samples(cfg: Config, split: str) -> TextSamples:

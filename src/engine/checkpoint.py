@@ -9,6 +9,8 @@ from typing import Iterable
 
 import mindspore as ms
 
+from src.errors import UserError
+
 logger = logging.getLogger("src.engine")
 
 # Keys the training loop stores beside the weights; never reported as unexpected.
@@ -20,8 +22,14 @@ NOT_RESTORED = ("learning_rate",)
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "beta1_power", "beta2_power")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used: missing, corrupted, or of another network."""
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first `shown` names, and how many more: keeps a one-line error readable."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: boo
     if mismatched:
         if not filter_shape_mismatch:
             raise CheckpointError(f"{source} does not fit this network; {len(mismatched)} parameters differ "
-                                  "in shape (use filter_weight to drop them):\n  " + "\n  ".join(mismatched))
+                                  f"in shape (use filter_weight to drop them): {_some(mismatched, 3)}")
         filtered = [m.split(":")[0] for m in mismatched]
         params = {k: v for k, v in params.items() if k not in filtered}
     missing = sorted(k for k in own if k not in params and k not in NOT_RESTORED)
@@ -162,9 +170,8 @@ def load_weights(net: ms.nn.Cell, params: dict | str, filter_shape_mismatch: boo
                         and not k.startswith(OPTIMIZER_PREFIXES))
     if strict and missing:
         raise CheckpointError(f"{source} is not a checkpoint of this network: {len(missing)} of {len(own)} "
-                              "parameters are missing:\n  " + "\n  ".join(missing[:50]) +
-                              (f"\n  ... and {len(missing) - 50} more" if len(missing) > 50 else "") +
-                              (f"\nunexpected in the file: {', '.join(unexpected[:20])}" if unexpected else ""))
+                              f"parameters are missing ({_some(missing)})" +
+                              (f"; the file holds others ({_some(unexpected)})" if unexpected else ""))
     ms.load_param_into_net(net, {k: v for k, v in params.items() if k in own}, strict_load=False)
     report = {"loaded": len(own) - len(missing), "missing": missing, "unexpected": unexpected, "filtered": filtered}
     logger.info("loaded %d/%d parameters from %s", report["loaded"], len(own), source)

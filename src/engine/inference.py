@@ -10,6 +10,7 @@ import mindspore as ms
 from mindspore import nn
 
 from src.engine.checkpoint import load_weights
+from src.errors import ConfigError, DataError, MissingFileError
 from src.ops.aot import standard_operators
 from src.ops.conv import ActivatedConv2d
 
@@ -20,7 +21,7 @@ def load_inference_network(cfg, api, ckpt_path: str, fold: bool = True):
     folded into their convs (what eval.py and infer.py run); export.py keeps them, so the
     exported graph is the official network layer for layer (deployment compilers fold them)."""
     if not ckpt_path:
-        raise ValueError("no checkpoint given: pass --checkpoint_path (eval.py) or --ckpt_file (export.py, infer.py)")
+        raise ConfigError("no checkpoint given: pass --checkpoint_path (eval.py) or --ckpt_file (export.py, infer.py)")
     net = api.build_inference_network(cfg)
     load_weights(net, os.path.abspath(ckpt_path), strict=True, official=api.OFFICIAL_CHECKPOINT)
     if fold:
@@ -100,10 +101,10 @@ def fold_batchnorm(net: nn.Cell) -> int:
 def read_image(path: str) -> np.ndarray:
     """RGB uint8 image from a file; errors name the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
+        raise MissingFileError(f"image not found: {path}")
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"cannot decode image {path} (corrupt or not an image)")
+        raise DataError(f"cannot decode image {path} (corrupt or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from src.errors import ConfigError
+
 
 def _warmup(step: int, warmup_steps: int, base_lr: float, warmup_ratio: float) -> float:
     start = base_lr * warmup_ratio
@@ -48,4 +50,4 @@ def build_lr(cfg, steps_per_epoch: int) -> np.ndarray:
     if cfg.lr_schedule == "multistep":
         return warmup_multistep_lr(cfg.lr, total, [int(m * steps_per_epoch) for m in cfg.lr_milestones],
                                    cfg.lr_gamma, warmup, cfg.warmup_ratio)
-    raise ValueError(f"config key 'lr_schedule' must be 'cosine' or 'multistep', got '{cfg.lr_schedule}'")
+    raise ConfigError(f"config key 'lr_schedule' must be 'cosine' or 'multistep', got '{cfg.lr_schedule}'")

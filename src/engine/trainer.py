@@ -14,6 +14,7 @@ from src.engine.checkpoint import CheckpointError, load_weights, read_checkpoint
 from src.engine.evaluate import run_evaluation
 from src.engine.lr_schedule import build_lr
 from src.engine.train_step import TrainStep
+from src.errors import ConfigError, DataError
 from src.model_utils.device import init_context
 from src.registry import get_model
 
@@ -28,10 +29,10 @@ def build_optimizer(cfg, params, lr):
     if cfg.optimizer == "momentum":
         return nn.Momentum(groups, lr, cfg.momentum, loss_scale=1.0)
     if cfg.optimizer == "sgd":
-        return nn.SGD(groups, lr, cfg.momentum, nesterov=bool(cfg.get("nesterov", False)))
+        return nn.SGD(groups, lr, cfg.momentum, nesterov=cfg.nesterov)
     if cfg.optimizer == "adam":
         return nn.Adam(groups, lr, beta1=float(cfg.adam_beta1), beta2=float(cfg.adam_beta2))
-    raise ValueError(f"config key 'optimizer' must be momentum, sgd or adam, got '{cfg.optimizer}'")
+    raise ConfigError(f"config key 'optimizer' must be momentum, sgd or adam, got '{cfg.optimizer}'")
 
 
 def freeze(network: nn.Cell, prefix: str) -> int:
@@ -69,7 +70,7 @@ def train(cfg) -> dict:
     dataset = api.create_dataset(cfg, "train", rank, group_size)
     steps_per_epoch = dataset.get_dataset_size()
     if steps_per_epoch == 0:
-        raise ValueError(f"the training set has fewer images than batch_size={cfg.batch_size} per device")
+        raise DataError(f"the training set has fewer images than batch_size={cfg.batch_size} per device")
     print(f"rank {rank}/{group_size}: {steps_per_epoch} steps per epoch of batch {cfg.batch_size}", flush=True)
     if group_size > 1:
         ids = api.shard_ids(cfg, rank, group_size)
@@ -84,7 +85,7 @@ def train(cfg) -> dict:
     if cfg.freeze_layer == "backbone":
         print(f"froze {freeze(net_with_loss, api.BACKBONE_PREFIX)} backbone parameters", flush=True)
     elif cfg.freeze_layer != "none":
-        raise ValueError(f"config key 'freeze_layer' must be none or backbone, got '{cfg.freeze_layer}'")
+        raise ConfigError(f"config key 'freeze_layer' must be none or backbone, got '{cfg.freeze_layer}'")
 
     if cfg.amp_level != "O0":
         mixed_precision(net_with_loss, cfg.amp_level)

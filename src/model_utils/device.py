@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import mindspore as ms
+from src.errors import ConfigError
 
 DEVICE_TARGETS = ("Ascend", "GPU", "CPU")
 
@@ -20,7 +21,7 @@ def init_context(cfg) -> tuple[int, int]:
     GPU: NCCL through mpirun or msrun; CPU: msrun's dynamic cluster. Returns (rank, group_size).
     """
     if cfg.device_target not in DEVICE_TARGETS:
-        raise ValueError(f"config key 'device_target' must be one of {DEVICE_TARGETS}, got '{cfg.device_target}'")
+        raise ConfigError(f"config key 'device_target' must be one of {DEVICE_TARGETS}, got '{cfg.device_target}'")
     mode = ms.GRAPH_MODE if str(cfg.mode).lower() == "graph" else ms.PYNATIVE_MODE
     ms.set_context(mode=mode)
     if cfg.run_distribute:

@@ -40,8 +40,10 @@ import subprocess
 import sys
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from src.errors import UserError
 
-class RankTableError(ValueError):
+
+class RankTableError(UserError, ValueError):
     """The rank table file cannot be read or is not a valid rank table."""
 
 
