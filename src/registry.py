@@ -3,7 +3,7 @@
 Each package module provides: build_train_network(cfg), build_inference_network(cfg, train_net=None),
 create_dataset(cfg, split, rank, group_size), create_evaluator(cfg), metas_from_batch(batch),
 postprocess(cfg, outputs, metas), preprocess_image(cfg, img_rgb), show_result(cfg, img_rgb, result,
-output), eval_items(cfg), output_shapes(cfg, batch_size), shard_ids(cfg, rank, group_size),
+output), eval_items(cfg), output_shapes(cfg, batch_size),
 example_inputs(cfg, batch_size), num_classes(cfg), BACKBONE_PREFIX, METRIC and OFFICIAL_CHECKPOINT (the
 rename table from the model zoo's checkpoint names to ours, src/engine/checkpoint.OfficialLayout).
 """

@@ -41,9 +41,10 @@ def _assert_same_trained_weights(paths: list, steps: int) -> None:
 
 
 def _shards(run_dir) -> list[list[int]]:
+    """The sample ids each rank's training pipeline read (log_read_ids)."""
     shards = []
     for rank in (0, 1):
-        with open(run_dir / f"shard_{rank}.txt", encoding="utf-8") as f:
+        with open(run_dir / f"read_ids_{rank}.txt", encoding="utf-8") as f:
             shards.append([int(v) for v in f.read().split()])
     return shards
 
@@ -58,10 +59,12 @@ def test_two_cpu_workers_keep_identical_weights_on_different_shards(tiny_ssd_arg
     from src.data.sources import ensure_split_mindrecord
     from src.model_utils.config import parse_cli
     ensure_split_mindrecord(parse_cli(tiny_ssd_args), "train")
-    run_dir = _run_two_cpu_workers(tiny_ssd_args[1], tiny_ssd_args[2:] + ["--epoch_size", "1", "--batch_size", "2"],
-                                   tmp_path)
+    run_dir = _run_two_cpu_workers(tiny_ssd_args[1], tiny_ssd_args[2:] + ["--epoch_size", "1", "--batch_size", "2",
+                                                                          "--log_read_ids", "True"], tmp_path)
+    # (MindRecord shuffles before sharding, so a rank's images change from epoch to epoch: one epoch.)
     shards = _shards(run_dir)
     assert len(shards[0]) == len(shards[1]) == 8
+    assert len(set(shards[0])) == len(set(shards[1])) == 8
     assert not set(shards[0]) & set(shards[1]), shards
     assert set(shards[0]) | set(shards[1]) == set(range(16))
     _assert_same_trained_weights([run_dir / f"ckpt_{rank}" / "ssd300_mobilenet_v2-1_4.ckpt" for rank in (0, 1)], 4)
@@ -75,7 +78,8 @@ def test_crnn_trains_data_parallel_on_two_cpu_workers(data_cache, tmp_path):
     config = os.path.join(ROOT, "configs", "crnn", "crnn_words.yaml")
     run_dir = _run_two_cpu_workers(config, ["--words_dir", words, "--words_num_train", "64", "--words_num_val", "16",
                                             "--batch_size", "8", "--epoch_size", "1", "--run_eval", "False",
-                                            "--optimizer", "adam", "--lr", "0.001"], tmp_path)
+                                            "--optimizer", "adam", "--lr", "0.001", "--log_read_ids", "True"],
+                                   tmp_path)
     shards = _shards(run_dir)
     assert len(shards[0]) == len(shards[1]) == 32
     assert not set(shards[0]) & set(shards[1]) and set(shards[0]) | set(shards[1]) == set(range(64))

@@ -11,6 +11,7 @@ from src.crnn.network import CRNN, CRNNInference, CRNNWithAlignedLoss, CRNNWithL
 from src.crnn.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
 from src.data.alphabet import Alphabet, alphabet_from_config
 from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
+from src.engine.read_log import ReadLog, read_log_for
 from src.errors import ConfigError
 from src.metric.text_accuracy import TextAccuracy
 from src.model_utils.config import Config
@@ -93,6 +94,22 @@ def _shard(num_rows: int, rank: int, group_size: int) -> list[int]:
     return list(range(rank, per_rank * group_size, group_size))
 
 
+class _RecordingSource:
+    """A training TextSource that records the row (over the concatenated training LMDBs) of
+    every sample it is asked for in a ReadLog."""
+
+    def __init__(self, source: TextSource, read_log: ReadLog):
+        self.source = source
+        self.read_log = read_log
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        self.read_log.record(self.source.rows[index])
+        return self.source[index]
+
+
 def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
                    training: bool | None = None) -> ds.Dataset:
     """Batched dataset of a split. Training batches: (image, label, label_length), plus
@@ -103,6 +120,9 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
     aligned = training and cfg.align_loss_steps > 0
     source = TextSource(samples, rows, cfg.img_shape, cfg.image_channels, cfg.max_text_length, training,
                         time_steps(cfg) if aligned else 0)
+    read_log = read_log_for(cfg, rank) if training else None
+    if read_log is not None:
+        source = _RecordingSource(source, read_log)
     if training:
         columns = ["image", "label", "label_length"] + (["step_target"] if aligned else [])
     else:
@@ -114,12 +134,6 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
                                python_multiprocessing=False)
     batch_size = cfg.batch_size if training else cfg.eval_batch_size
     return data.batch(batch_size, drop_remainder=training)
-
-
-def shard_ids(cfg: Config, rank: int, group_size: int) -> list[int]:
-    """Sample numbers (0-based, over the concatenated training LMDBs) one rank trains on."""
-    samples = _samples(cfg, "train")
-    return [samples.rows[r][1] for r in _shard(len(samples), rank, group_size)]
 
 
 # ------------------------------------------------------------------- evaluation & output

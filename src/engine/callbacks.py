@@ -1,34 +1,66 @@
-"""Training callbacks: loss/time log, atomic checkpoints, evaluation keeping the best checkpoint."""
+"""Training callbacks: loss/time log and its picture, atomic checkpoints, evaluation keeping the
+best checkpoint."""
 from __future__ import annotations
 
 import glob
 import os
+import re
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from mindspore.train.callback import Callback
 
-from src.engine.checkpoint import save_checkpoint_atomic
+from src.engine.checkpoint import read_checkpoint, save_checkpoint_atomic
+from src.engine.plot import plot_training
+
+_GLOBAL_STEP = re.compile(r"global_step: (\d+)")
 
 
-def _loss_value(outputs) -> float:
-    if isinstance(outputs, (tuple, list)):
-        outputs = outputs[0]
-    return float(np.mean(outputs.asnumpy())) if hasattr(outputs, "asnumpy") else float(outputs)
+def _loss_values(outputs) -> list[float]:
+    """The total loss, then the named terms when the network returns a tuple (total, terms...)."""
+    values = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return [float(np.mean(v.asnumpy())) if hasattr(v, "asnumpy") else float(v) for v in values]
 
 
 class LossTimeLogger(Callback):
-    """Prints and appends to loss_<rank>.log: epoch, global step, loss, seconds per step."""
+    """Prints and appends to loss_<rank>.log, every `print_every` steps and at each epoch's end:
+    epoch, global step, the loss (and each of `loss_terms` when the network returns them after
+    the total), the learning rate, seconds per step. Evaluations add their lines (`write`).
+    `loss_<rank>.png` is drawn from the log when the run evaluates and when it ends.
 
-    def __init__(self, log_dir: str, rank: int, steps_per_epoch: int, print_every: int = 10):
+    A fresh run starts a new log; a run resumed from `resume_step` keeps the lines up to that
+    step and continues after them, so the curve of an interrupted run reads as one."""
+
+    def __init__(self, log_dir: str, rank: int, steps_per_epoch: int, print_every: int = 10,
+                 lr: Sequence[float] | None = None, loss_terms: Sequence[str] = (), resume_step: int | None = None):
         super().__init__()
         os.makedirs(log_dir, exist_ok=True)
         self.path = os.path.join(log_dir, f"loss_{rank}.log")
+        self.plot_path = os.path.join(log_dir, f"loss_{rank}.png")
         self.steps_per_epoch = steps_per_epoch
         self.print_every = max(print_every, 1)
+        self.lr = None if lr is None else np.asarray(lr).reshape(-1)
+        self.loss_terms = tuple(loss_terms)
         self.last_time = time.time()
         self.last_step = None
+        kept = []
+        if resume_step is not None and os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                kept = [line for line in f if (m := _GLOBAL_STEP.search(line)) and int(m[1]) <= resume_step]
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+
+    def write(self, line: str) -> None:
+        """Print `line` and append it to the log."""
+        print(line, flush=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def plot(self) -> None:
+        """Redraw loss_<rank>.png from the log (a run without logged steps has nothing to draw)."""
+        if os.path.getsize(self.path):
+            plot_training(self.path, self.plot_path)
 
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
@@ -42,11 +74,14 @@ class LossTimeLogger(Callback):
         per_step = (now - self.last_time) / max(done, 1)
         self.last_time, self.last_step = now, step
         in_epoch = (step - 1) % self.steps_per_epoch + 1
-        line = (f"epoch: {cb.cur_epoch_num} step: {in_epoch}/{self.steps_per_epoch} global_step: {step} "
-                f"loss: {_loss_value(cb.net_outputs):.5f} step_time: {per_step * 1000:.1f} ms")
-        print(line, flush=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+        values = _loss_values(cb.net_outputs)
+        terms = "".join(f" {name}: {value:.5f}" for name, value in zip(self.loss_terms, values[1:]))
+        lr = f" lr: {self.lr[min(step, len(self.lr)) - 1]:.6g}" if self.lr is not None and len(self.lr) else ""
+        self.write(f"epoch: {cb.cur_epoch_num} step: {in_epoch}/{self.steps_per_epoch} global_step: {step} "
+                   f"loss: {values[0]:.5f}{terms}{lr} step_time: {per_step * 1000:.1f} ms")
+
+    def on_train_end(self, run_context):
+        self.plot()
 
 
 class CheckpointSaver(Callback):
@@ -75,22 +110,29 @@ class CheckpointSaver(Callback):
 
 class EvalCallback(Callback):
     """Runs `evaluate()` (returning a metrics dict) from eval_start_epoch every eval_interval
-    epochs and after the last epoch; with save_best, keeps `<prefix>_best.ckpt` of the network
-    with the best `metric`."""
+    epochs and after the last epoch, logging each evaluation to `logger`'s log and picture;
+    with save_best, keeps `<prefix>_best.ckpt` of the network with the best `metric`. A resumed
+    run starts from the best metric its best checkpoint holds, so it never replaces a better one."""
 
     def __init__(self, evaluate: Callable[[], dict], network, out_dir: str, prefix: str, metric: str = "mAP",
-                 start_epoch: int = 1, interval: int = 1, save_best: bool = True):
+                 start_epoch: int = 1, interval: int = 1, save_best: bool = True,
+                 logger: LossTimeLogger | None = None):
         super().__init__()
         self.evaluate = evaluate
         self.network = network
-        self.out_dir = out_dir
-        self.prefix = prefix
         self.metric = metric
         self.start_epoch = start_epoch
         self.interval = max(interval, 1)
         self.save_best = save_best
+        self.logger = logger
+        self.best_path = os.path.join(out_dir, f"{prefix}_best.ckpt")
         self.best = -float("inf")
         self.best_epoch = -1
+        if save_best and os.path.isfile(self.best_path):
+            saved = read_checkpoint(self.best_path)
+            if "best_metric" in saved:
+                self.best = float(saved["best_metric"].asnumpy())
+                self.best_epoch = int(saved["epoch_num"].asnumpy())
         self.history: list[tuple[int, dict]] = []
 
     def on_train_epoch_end(self, run_context):
@@ -104,9 +146,12 @@ class EvalCallback(Callback):
         self.history.append((epoch, metrics))
         value = metrics[self.metric]
         print(f"epoch {epoch}: {self.metric} = {value:.4f} (eval took {time.time() - start:.1f} s)", flush=True)
+        if self.logger is not None:
+            numbers = " ".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            self.logger.write(f"eval epoch: {epoch} global_step: {cb.cur_step_num} metric: {self.metric} {numbers}")
+            self.logger.plot()
         if value > self.best:
             self.best, self.best_epoch = value, epoch
             if self.save_best:
-                path = os.path.join(self.out_dir, f"{self.prefix}_best.ckpt")
-                save_checkpoint_atomic(self.network, path, {"epoch_num": epoch, "best_metric": float(value)})
-                print(f"new best {self.metric} {value:.4f} at epoch {epoch}: saved {path}", flush=True)
+                save_checkpoint_atomic(self.network, self.best_path, {"epoch_num": epoch, "best_metric": float(value)})
+                print(f"new best {self.metric} {value:.4f} at epoch {epoch}: saved {self.best_path}", flush=True)

@@ -18,6 +18,8 @@ BOOKKEEPING_KEYS = ("epoch_num", "step_num", "loss_scale", "loss_scale_good_step
                     "learning_rate", "best_metric")
 # Rebuilt from the config on every run (its length follows epoch_size), so never restored.
 NOT_RESTORED = ("learning_rate",)
+# Ends the hidden name a checkpoint is written under before it is renamed into place.
+TEMPORARY_SUFFIX = ".tmp.ckpt"
 # Optimizer state saved with a training checkpoint; irrelevant when loading a network for inference.
 OPTIMIZER_PREFIXES = ("moments.", "accum.", "moment1.", "moment2.", "beta1_power", "beta2_power")
 
@@ -115,7 +117,7 @@ def save_checkpoint_atomic(obj, path: str, append_dict: dict | None = None) -> s
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # save_checkpoint appends ".ckpt" to names without it, so the temporary name keeps the suffix.
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}{TEMPORARY_SUFFIX}")
     ms.save_checkpoint(obj, tmp, append_dict=append_dict, crc_check=True)
     os.replace(tmp, path)
     return path

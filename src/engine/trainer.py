@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import os
+import re
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import mindspore as ms
+import numpy as np
 import mindspore.dataset  # noqa: F401  (ms.dataset.config)
 from mindspore import nn
 from mindspore.train import Model
 
 from src.engine.callbacks import CheckpointSaver, EvalCallback, LossTimeLogger
-from src.engine.checkpoint import CheckpointError, load_weights, read_checkpoint
+from src.engine.checkpoint import TEMPORARY_SUFFIX, CheckpointError, load_weights, read_checkpoint
 from src.engine.evaluate import run_evaluation
 from src.engine.lr_schedule import build_lr
 from src.engine.train_step import TrainStep
@@ -57,8 +61,66 @@ def mixed_precision(net_with_loss: nn.Cell, amp_level: str) -> None:
         p.name = names[id(p)]
 
 
-def train(cfg) -> dict:
-    """Train the configured model; returns a summary (output paths, last loss, eval history)."""
+@dataclass
+class TrainingRun:
+    """Everything `train` builds before the first step: what a test of resuming inspects."""
+    cfg: Any
+    api: Any
+    rank: int
+    group_size: int
+    output_dir: str
+    ckpt_dir: str
+    dataset: Any
+    steps_per_epoch: int
+    net_with_loss: nn.Cell
+    train_step: TrainStep
+    lr: np.ndarray
+    initial_epoch: int = 0
+    initial_step: int = 0
+    resumed_from: str | None = None
+
+
+CHECKPOINT_NAME = re.compile(r"(?P<prefix>.+)-(?P<epoch>\d+)_(?P<steps>\d+)\.ckpt")
+
+
+def latest_checkpoint(ckpt_dir: str, prefix: str) -> str | None:
+    """The checkpoint of the latest epoch among `<prefix>-<epoch>_<steps>.ckpt` in ckpt_dir. Only
+    complete files carry that name (CheckpointSaver writes under a hidden temporary name and
+    renames), so a write cut short is never picked."""
+    found = []
+    for name in os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []:
+        match = CHECKPOINT_NAME.fullmatch(name)
+        if match and match["prefix"] == prefix:
+            found.append((int(match["epoch"]), os.path.join(ckpt_dir, name)))
+    return max(found)[1] if found else None
+
+
+def remove_partial_checkpoints(ckpt_dir: str) -> list[str]:
+    """Delete the temporary files of checkpoint writes that a crash cut short."""
+    removed = []
+    for name in os.listdir(ckpt_dir):
+        if name.startswith(".") and name.endswith(TEMPORARY_SUFFIX):
+            os.remove(os.path.join(ckpt_dir, name))
+            removed.append(name)
+    return removed
+
+
+def resume_path(cfg, ckpt_dir: str) -> str | None:
+    """The checkpoint `resume` asks for: a path, or `auto` for the latest complete checkpoint of
+    this run (None, and training starts afresh, when there is none yet)."""
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        path = latest_checkpoint(ckpt_dir, cfg.model)
+        if path is None:
+            print(f"resume: auto found no checkpoint in {ckpt_dir}; starting from the beginning", flush=True)
+        return path
+    return cfg.path("resume")
+
+
+def prepare(cfg) -> TrainingRun:
+    """Build the dataset, the network, the optimizer and the train step, and restore a
+    checkpoint when resuming."""
     rank, group_size = init_context(cfg)
     ms.set_seed(cfg.seed)
     ms.dataset.config.set_seed(cfg.seed)  # the shuffle order too, so runs repeat
@@ -66,17 +128,14 @@ def train(cfg) -> dict:
     output_dir = os.path.abspath(cfg.output_dir)
     ckpt_dir = os.path.join(output_dir, f"ckpt_{rank}")
     os.makedirs(ckpt_dir, exist_ok=True)
+    for name in remove_partial_checkpoints(ckpt_dir):
+        print(f"removed {name}: a checkpoint write that did not complete", flush=True)
 
     dataset = api.create_dataset(cfg, "train", rank, group_size)
     steps_per_epoch = dataset.get_dataset_size()
     if steps_per_epoch == 0:
         raise DataError(f"the training set has fewer images than batch_size={cfg.batch_size} per device")
     print(f"rank {rank}/{group_size}: {steps_per_epoch} steps per epoch of batch {cfg.batch_size}", flush=True)
-    if group_size > 1:
-        ids = api.shard_ids(cfg, rank, group_size)
-        with open(os.path.join(output_dir, f"shard_{rank}.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(map(str, ids)) + "\n")
-        print(f"rank {rank} reads {len(ids)} images (ids in {output_dir}/shard_{rank}.txt)", flush=True)
 
     net_with_loss = api.build_train_network(cfg)
     if cfg.pre_trained:
@@ -93,24 +152,35 @@ def train(cfg) -> dict:
     optimizer = build_optimizer(cfg, net_with_loss.trainable_params(), lr)
     dynamic = bool(cfg.dynamic_loss_scale) and cfg.loss_scale > 1
     train_step = TrainStep(net_with_loss, optimizer, cfg.loss_scale, dynamic, cfg.clip_norm)
+    run = TrainingRun(cfg, api, rank, group_size, output_dir, ckpt_dir, dataset, steps_per_epoch, net_with_loss,
+                      train_step, lr)
 
-    initial_epoch = 0
-    if cfg.resume:
-        path = cfg.path("resume")
+    path = resume_path(cfg, ckpt_dir)
+    if path is not None:
         params = read_checkpoint(path)
         if "epoch_num" not in params:
             raise CheckpointError(f"{path} has no epoch_num: not a checkpoint written by train.py (use pre_trained)")
         load_weights(train_step, params, strict=True, source=path)
-        initial_epoch = int(params["epoch_num"].asnumpy())
-        print(f"resumed from {path} at epoch {initial_epoch}, step {int(params['step_num'].asnumpy())}", flush=True)
-        if initial_epoch >= cfg.epoch_size:
+        run.initial_epoch = int(params["epoch_num"].asnumpy())
+        run.initial_step = int(params["step_num"].asnumpy())
+        run.resumed_from = path
+        print(f"resumed from {path} at epoch {run.initial_epoch}, step {run.initial_step}", flush=True)
+        if run.initial_epoch >= cfg.epoch_size:
             print(f"nothing to do: epoch_size {cfg.epoch_size} already reached", flush=True)
+    return run
 
-    prefix = cfg.model
-    callbacks = [LossTimeLogger(output_dir, rank, steps_per_epoch, cfg.log_every),
-                 CheckpointSaver(train_step, ckpt_dir, prefix, cfg.save_checkpoint_epochs, cfg.keep_checkpoint_max)]
+
+def train(cfg) -> dict:
+    """Train the configured model; returns a summary (output paths, last loss, eval history)."""
+    run = prepare(cfg)
+    api, prefix = run.api, cfg.model
+    logger = LossTimeLogger(run.output_dir, run.rank, run.steps_per_epoch, cfg.log_every, run.lr,
+                            getattr(api, "LOSS_TERMS", ()), resume_step=run.initial_step if run.resumed_from else None)
+    callbacks = [logger, CheckpointSaver(run.train_step, run.ckpt_dir, prefix, cfg.save_checkpoint_epochs,
+                                         cfg.keep_checkpoint_max)]
     eval_cb = None
-    if cfg.run_eval and rank == 0:
+    if cfg.run_eval and run.rank == 0:
+        net_with_loss = run.net_with_loss
         infer_net = api.build_inference_network(cfg, net_with_loss)
         eval_set = api.create_dataset(cfg, "val", 0, 1)
         evaluator = api.create_evaluator(cfg)
@@ -121,19 +191,20 @@ def train(cfg) -> dict:
             net_with_loss.set_train(True)
             return metrics
 
-        eval_cb = EvalCallback(evaluate, net_with_loss.network, ckpt_dir, prefix, api.METRIC,
-                               cfg.eval_start_epoch, cfg.eval_interval, cfg.save_best_ckpt)
+        eval_cb = EvalCallback(evaluate, net_with_loss.network, run.ckpt_dir, prefix, api.METRIC,
+                               cfg.eval_start_epoch, cfg.eval_interval, cfg.save_best_ckpt, logger)
         callbacks.append(eval_cb)
 
-    model = Model(train_step)
+    model = Model(run.train_step)
     start = time.time()
-    if initial_epoch < cfg.epoch_size:
-        model.train(cfg.epoch_size, dataset, callbacks=callbacks, dataset_sink_mode=cfg.dataset_sink_mode,
-                    initial_epoch=initial_epoch)
+    if run.initial_epoch < cfg.epoch_size:
+        model.train(cfg.epoch_size, run.dataset, callbacks=callbacks, dataset_sink_mode=cfg.dataset_sink_mode,
+                    initial_epoch=run.initial_epoch)
     elapsed = time.time() - start
-    print(f"training finished in {elapsed:.1f} s; checkpoints in {ckpt_dir}", flush=True)
-    summary = {"rank": rank, "group_size": group_size, "ckpt_dir": ckpt_dir, "train_seconds": elapsed,
-               "steps_per_epoch": steps_per_epoch, "loss_log": callbacks[0].path}
+    print(f"training finished in {elapsed:.1f} s; checkpoints in {run.ckpt_dir}", flush=True)
+    summary = {"rank": run.rank, "group_size": run.group_size, "ckpt_dir": run.ckpt_dir, "train_seconds": elapsed,
+               "steps_per_epoch": run.steps_per_epoch, "loss_log": logger.path, "loss_plot": logger.plot_path,
+               "resumed_from": run.resumed_from}
     if eval_cb is not None:
         summary["eval_history"] = eval_cb.history
         summary["best"] = {"epoch": eval_cb.best_epoch, api.METRIC: eval_cb.best}

@@ -15,8 +15,9 @@ from src.box.nms import multiclass_nms
 from src.box.priors import num_boxes_per_location, ssd_default_boxes
 from src.data import transforms as T
 from src.data.mindrecord_io import open_detection_mindrecord
-from src.data.sources import class_names, detection_eval_items, ensure_split_mindrecord, shard_image_ids
+from src.data.sources import class_names, detection_eval_items, ensure_split_mindrecord
 from src.engine.inference import draw_detections
+from src.engine.read_log import ReadLog, read_log_for
 from src.metric.coco_eval import detection_evaluator, detection_metas
 from src.model_utils.config import Config
 from src.ssd.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
@@ -67,7 +68,7 @@ class _TrainTransform:
     """Augment one image, then match its boxes to the priors and encode the targets, in numpy:
     cheaper here than in the graph and done once per image."""
 
-    def __init__(self, cfg: Config, seed: int):
+    def __init__(self, cfg: Config, seed: int, read_log: ReadLog | None = None):
         self.size = tuple(cfg.img_shape)
         self.coder = box_coder(cfg)
         self.priors_xyxy = self.coder.priors_xyxy
@@ -76,6 +77,7 @@ class _TrainTransform:
         self.random_crop = cfg.random_crop
         self.expand = cfg.expand_ratio
         self.seed = seed
+        self.read_log = read_log
         self.local = threading.local()
         self.counter = 0
         self.lock = threading.Lock()
@@ -88,7 +90,9 @@ class _TrainTransform:
                 rng = self.local.rng = np.random.default_rng([self.seed, self.counter])
         return rng
 
-    def __call__(self, image, boxes, labels, iscrowd):
+    def __call__(self, image, boxes, labels, iscrowd, image_id):
+        if self.read_log is not None:
+            self.read_log.record(image_id)
         rng = self._rng()
         img = T.decode_image(image.tobytes())
         keep = iscrowd.reshape(-1) == 0
@@ -132,14 +136,14 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
     and the padded ground truth."""
     training = split == "train" if training is None else training
     path = ensure_split_mindrecord(cfg, split, rank)
-    columns = ["image", "boxes", "labels", "iscrowd"] + ([] if training else ["image_id", "height", "width"])
+    columns = ["image", "boxes", "labels", "iscrowd", "image_id"] + ([] if training else ["height", "width"])
     data = open_detection_mindrecord(path, columns=columns, num_shards=group_size if group_size > 1 else None,
                                      shard_id=rank if group_size > 1 else None, shuffle=training,
                                      num_parallel_workers=1)
     workers = cfg.num_workers
     if training:
-        data = data.map(operations=_TrainTransform(cfg, cfg.seed + 1000 * rank),
-                        input_columns=["image", "boxes", "labels", "iscrowd"],
+        data = data.map(operations=_TrainTransform(cfg, cfg.seed + 1000 * rank, read_log_for(cfg, rank)),
+                        input_columns=["image", "boxes", "labels", "iscrowd", "image_id"],
                         output_columns=["image", "gt_loc", "gt_label", "num_matched"],
                         num_parallel_workers=workers, python_multiprocessing=False)
         data = data.project(["image", "gt_loc", "gt_label", "num_matched"])
@@ -152,11 +156,6 @@ def create_dataset(cfg: Config, split: str, rank: int = 0, group_size: int = 1,
 
 
 # ------------------------------------------------------------------- evaluation & output
-
-def shard_ids(cfg: Config, rank: int, group_size: int) -> list[int]:
-    """Training image ids of one data-parallel rank (logged by the trainer)."""
-    return shard_image_ids(cfg, "train", rank, group_size)
-
 
 create_evaluator = detection_evaluator
 metas_from_batch = detection_metas
