@@ -9,8 +9,8 @@ import mindspore.dataset as ds
 
 from src.crnn.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
 from src.crnn.network import CRNN, CRNNInference, CRNNWithAlignedLoss, CRNNWithLoss
-from src.data.alphabet import Alphabet, alphabet_from_config
-from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
+from src.data.text.alphabet import Alphabet, alphabet_from_config
+from src.data.text.dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
 from src.metric.text_accuracy import TextAccuracy
 from src.model_utils.config import Config
 
@@ -66,7 +66,7 @@ def text_sets(cfg: Config, split: str) -> list[TextSet]:
     first use); dataset=lmdb: `train_lmdb` (all roots concatenated) or `eval_lmdb` (each root
     scored as its own set)."""
     if cfg.dataset == "words":
-        from src.data.words import ensure_word_crops
+        from src.data.synthetic.words import ensure_word_crops
         abc = alphabet(cfg)
         paths = ensure_word_crops(cfg.path("words_dir", must_exist=False), cfg.words_num_train, cfg.words_num_val,
                                   cfg.words_seed, charset=abc.characters, case_sensitive=abc.case_sensitive)

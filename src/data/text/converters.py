@@ -1,4 +1,4 @@
-"""Converters from raw text-recognition datasets to the text LMDB layout (see text_lmdb.py).
+"""Converters from raw text-recognition datasets to the text LMDB layout (see lmdb_io.py).
 
 Every source function reads its annotation file when it is called (so a missing annotation
 raises :class:`FileNotFoundError` at once, naming it) and returns ``(samples, stats)``:
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from src.data.message_log import MessageLog
-from src.data.text_lmdb import TextLMDB, write_text_lmdb
+from src.data.text.lmdb_io import TextLMDB, write_text_lmdb
 
 logger = logging.getLogger("src.data")
 

@@ -13,8 +13,11 @@ import json
 import logging
 import os
 
-from src.data import records as readers
-from src.data.mindrecord_io import ensure_mindrecord, open_detection_mindrecord, write_detection_mindrecord
+from src.data.detection.coco import read_coco
+from src.data.detection.records import BACKGROUND_NAMES, ReadStats, sanitize_boxes
+from src.data.detection.txt import read_txt
+from src.data.detection.voc import VOC_CLASSES, read_voc
+from src.data.detection.mindrecord_io import ensure_mindrecord, open_detection_mindrecord, write_detection_mindrecord
 from src.model_utils.config import Config, ConfigError
 
 logger = logging.getLogger("src.data")
@@ -30,7 +33,7 @@ def _split_key(split: str) -> str:
 
 def shapes_paths(cfg: Config, progress: bool = True) -> dict:
     """Generate (first use) or reuse the embedded shapes dataset; returns its paths."""
-    from src.data.shapes import generate_shapes_dataset
+    from src.data.synthetic.shapes import generate_shapes_dataset
     return generate_shapes_dataset(cfg.path("shapes_dir", must_exist=False), num_train=cfg.shapes_num_train,
                                    num_val=cfg.shapes_num_val, seed=cfg.shapes_seed, progress=progress)
 
@@ -63,17 +66,17 @@ def read_records(cfg: Config, split: str, stats=None):
     kind = src["kind"]
     if kind == "shapes":
         paths = shapes_paths(cfg)
-        return readers.read_coco(paths[f"{split}_json"], paths[f"{split}_image_dir"], class_names, stats)
+        return read_coco(paths[f"{split}_json"], paths[f"{split}_image_dir"], class_names, stats)
     if kind in ("coco", "coco_json"):
         for key in ("json", "image_dir"):
             if not os.path.exists(src[key]):
                 raise FileNotFoundError(f"{kind} {split} {key} not found: {src[key]}")
-        return readers.read_coco(src["json"], src["image_dir"], class_names, stats)
+        return read_coco(src["json"], src["image_dir"], class_names, stats)
     if kind == "voc":
-        return readers.read_voc(src["root"], src["split"], class_names, stats)
+        return read_voc(src["root"], src["split"], class_names, stats)
     if class_names is None:
         raise ConfigError("dataset 'txt' needs config key 'class_names' (the foreground classes, in label order)")
-    return readers.read_txt(src["txt"], src["image_dir"], class_names, stats)
+    return read_txt(src["txt"], src["image_dir"], class_names, stats)
 
 
 def mindrecord_path(cfg: Config, split: str) -> str:
@@ -93,7 +96,7 @@ def ensure_split_mindrecord(cfg: Config, split: str, rank: int = 0) -> str:
 
     def build(out_file: str) -> None:
         os.makedirs(os.path.dirname(out_file), exist_ok=True)
-        stats = readers.ReadStats()
+        stats = ReadStats()
         records, _, _ = read_records(cfg, split, stats)
         print(f"converting {len(records)} {split} images of '{cfg.dataset}' to {out_file}", flush=True)
         write_detection_mindrecord(records, out_file, stats=stats, progress=True)
@@ -130,16 +133,16 @@ def class_info(cfg: Config) -> tuple[list[str], list[int]]:
 def class_info_from_source(cfg: Config) -> tuple[list[str], list[int]]:
     """All foreground categories the source defines, in id order."""
     if cfg.dataset == "shapes":
-        from src.data.shapes import SHAPE_CLASSES
+        from src.data.synthetic.shapes import SHAPE_CLASSES
         return list(SHAPE_CLASSES), list(range(1, len(SHAPE_CLASSES) + 1))
     if cfg.dataset == "voc":
-        return list(readers.VOC_CLASSES), list(range(1, len(readers.VOC_CLASSES) + 1))
+        return list(VOC_CLASSES), list(range(1, len(VOC_CLASSES) + 1))
     if cfg.dataset == "txt":
         raise ConfigError("dataset 'txt' needs config key 'class_names' (the foreground classes, in label order)")
     src = source_description(cfg, "val")
     with open(src["json"], encoding="utf-8") as f:
         cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
-    cats = [c for c in cats if c["name"] not in readers.BACKGROUND_NAMES]
+    cats = [c for c in cats if c["name"] not in BACKGROUND_NAMES]
     return [c["name"] for c in cats], [c["id"] for c in cats]
 
 
@@ -153,10 +156,10 @@ def shard_image_ids(cfg: Config, split: str, rank: int, group_size: int) -> list
 def detection_eval_items(cfg: Config):
     """(image file stem, meta with ground truth) for every val image, read from the source
     (postprocess.py matches them to the 310 program's `<stem>_<i>.bin` outputs)."""
-    stats = readers.ReadStats()
+    stats = ReadStats()
     records, _, _ = read_records(cfg, "val", stats)
     for rec in records:
-        rec = readers.sanitize_boxes(rec, stats)
+        rec = sanitize_boxes(rec, stats)
         stem = os.path.splitext(os.path.basename(rec.file_name))[0]
         yield stem, {"image_id": rec.image_id, "height": rec.height, "width": rec.width, "gt_boxes": rec.boxes,
                      "gt_labels": rec.labels, "gt_iscrowd": rec.iscrowd}

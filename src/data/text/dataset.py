@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from src.data import transforms as T
-from src.data.alphabet import Alphabet
+from src.data.text.alphabet import Alphabet
 from src.data.message_log import MessageLog
-from src.data.text_lmdb import TextLMDB
+from src.data.text.lmdb_io import TextLMDB
 
 # Ground truth travels through the eval pipeline as fixed-size UTF-8 bytes (zero-padded).
 LABEL_BYTES = 256

@@ -36,8 +36,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 # The cache protocol (temp folder, completion marker, locked rename) is the one of the
 # shapes dataset; sharing it keeps the concurrency handling in one place.
-from .cache import build_cached
-from .text_lmdb import write_text_lmdb
+from src.data.cache import build_cached
+from src.data.text.lmdb_io import write_text_lmdb
 
 DEFAULT_CHARSET = string.digits + string.ascii_lowercase
 PRINTABLE_CHARSET = string.digits + string.ascii_letters + string.punctuation
