@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def layouts(tiny_ssd_args, tmp_path_factory):
-    from src.data.detection.sources import shapes_paths
+    from src.data.synthetic.shapes import shapes_paths
     from src.model_utils.config import parse_cli
     paths = shapes_paths(parse_cli(tiny_ssd_args), progress=False)
     root = tmp_path_factory.mktemp("layouts")

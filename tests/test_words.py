@@ -10,9 +10,9 @@ import pytest
 
 from conftest import run_concurrently
 from src.data.synthetic import words
-from src.data.text.lmdb_io import TextLMDB
 from src.data.synthetic.words import (DEFAULT_CHARSET, PRINTABLE_CHARSET, WORDS, ensure_word_crops,
                                       render_word)
+from src.data.text.lmdb_io import TextLMDB
 
 SMALL = dict(num_train=24, num_val=8, seed=0, progress=False)
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from src.data.detection.records import (BACKGROUND_NAMES, DetRecord, ReadStats, empty_box_arrays,
                                         foreground_names, image_size, require_dir, require_file)
+from src.model_utils.config import Config
 
 
 def read_coco(json_path, image_dir, class_names=None, stats=None):
@@ -120,3 +121,49 @@ def read_coco(json_path, image_dir, class_names=None, stats=None):
                                  rec_crowd, segms))
         stats.images += 1
     return records, names, cat_ids
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset kinds "coco" (the COCO 2017 tree) and "coco_json" (any json + image folder)
+# ---------------------------------------------------------------------------------------------
+
+def describe_tree(cfg: Config, split: str) -> dict:
+    """`coco_root`/annotations/instances_<data type>.json and `coco_root`/<data type>/, the
+    data type being `train_data_type` or `val_data_type`."""
+    root = cfg.path("coco_root")
+    data_type = cfg.train_data_type if split == "train" else cfg.val_data_type
+    return {"json": os.path.join(root, "annotations", f"instances_{data_type}.json"),
+            "image_dir": os.path.join(root, data_type)}
+
+
+def describe_files(cfg: Config, split: str) -> dict:
+    """`<split>_json` and `<split>_image_dir`."""
+    return {"json": cfg.path(f"{split}_json"), "image_dir": cfg.path(f"{split}_image_dir")}
+
+
+def read_split(cfg: Config, split: str, source: dict, class_names, stats):
+    """Both kinds: the described json and folder, checked first because the tree's paths are
+    derived from `coco_root`, not resolved as config paths."""
+    for key in ("json", "image_dir"):
+        if not os.path.exists(source[key]):
+            raise FileNotFoundError(f"{source['kind']} {split} {key} not found: {source[key]}")
+    return read_coco(source["json"], source["image_dir"], class_names, stats)
+
+
+def tree_categories(cfg: Config) -> tuple[list[str], list[int]]:
+    """Every foreground category, from the val json: the smaller one, and the one evaluation
+    needs anyway."""
+    return json_categories(describe_tree(cfg, "val")["json"])
+
+
+def files_categories(cfg: Config) -> tuple[list[str], list[int]]:
+    """Every foreground category, from `val_json` (see :func:`tree_categories`)."""
+    return json_categories(describe_files(cfg, "val")["json"])
+
+
+def json_categories(json_path: str) -> tuple[list[str], list[int]]:
+    """Names and ids of a COCO json's categories in id order, background names left out."""
+    with open(json_path, encoding="utf-8") as f:
+        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    cats = [c for c in cats if c["name"] not in BACKGROUND_NAMES]
+    return [c["name"] for c in cats], [c["id"] for c in cats]

@@ -1,28 +1,17 @@
-"""From a config to a detection MindRecord: pick the reader for `dataset`, build on first use.
-
-dataset: shapes     embedded synthetic shapes (generated into `shapes_dir` on first use)
-         coco       COCO 2017 layout under `coco_root` (train2017/, val2017/, annotations/)
-         coco_json  any COCO json + image folder: `train_json`, `train_image_dir`, `val_json`, `val_image_dir`
-         voc        VOC layout under `voc_root` (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt)
-         txt        "other" format: `train_txt` / `val_txt` lines `relpath x1,y1,x2,y2,cls ...`, images under `image_dir`
+"""From a config to a detection MindRecord: the config key `dataset` names a kind of
+src/data/registry.py, whose functions describe and read each split; the MindRecord is built
+from that on first use and named after it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 
-from src.data.detection.coco import read_coco
-from src.data.detection.records import BACKGROUND_NAMES, ReadStats, sanitize_boxes
-from src.data.detection.txt import read_txt
-from src.data.detection.voc import VOC_CLASSES, read_voc
 from src.data.detection.mindrecord_io import ensure_mindrecord, open_detection_mindrecord, write_detection_mindrecord
+from src.data.detection.records import ReadStats, sanitize_boxes
+from src.data.registry import DETECTION, DatasetKind, kind_of
 from src.model_utils.config import Config, ConfigError
-
-logger = logging.getLogger("src.data")
-
-DATASETS = ("shapes", "coco", "coco_json", "voc", "txt")
 
 
 def _split_key(split: str) -> str:
@@ -31,52 +20,29 @@ def _split_key(split: str) -> str:
     return split
 
 
-def shapes_paths(cfg: Config, progress: bool = True) -> dict:
-    """Generate (first use) or reuse the embedded shapes dataset; returns its paths."""
-    from src.data.synthetic.shapes import generate_shapes_dataset
-    return generate_shapes_dataset(cfg.path("shapes_dir", must_exist=False), num_train=cfg.shapes_num_train,
-                                   num_val=cfg.shapes_num_val, seed=cfg.shapes_seed, progress=progress)
+def _configured_class_names(cfg: Config) -> list[str] | None:
+    return list(cfg.class_names) if cfg.get("class_names") else None
+
+
+def _needs_class_names(kind: DatasetKind) -> ConfigError:
+    return ConfigError(f"dataset '{kind.name}' needs config key 'class_names' (the foreground classes, in label order)")
 
 
 def source_description(cfg: Config, split: str) -> dict:
     """The inputs that define one split's data: used to name its MindRecord and to read it."""
     split = _split_key(split)
-    kind = cfg.dataset
-    if kind == "shapes":
-        return {"kind": kind, "dir": cfg.path("shapes_dir", must_exist=False), "split": split,
-                "n": cfg.shapes_num_train if split == "train" else cfg.shapes_num_val, "seed": cfg.shapes_seed}
-    if kind == "coco":
-        root = cfg.path("coco_root")
-        data_type = cfg.train_data_type if split == "train" else cfg.val_data_type
-        return {"kind": kind, "json": os.path.join(root, "annotations", f"instances_{data_type}.json"),
-                "image_dir": os.path.join(root, data_type)}
-    if kind == "coco_json":
-        return {"kind": kind, "json": cfg.path(f"{split}_json"), "image_dir": cfg.path(f"{split}_image_dir")}
-    if kind == "voc":
-        return {"kind": kind, "root": cfg.path("voc_root"), "split": cfg[f"voc_{split}_split"]}
-    if kind == "txt":
-        return {"kind": kind, "txt": cfg.path(f"{split}_txt"), "image_dir": cfg.path("image_dir")}
-    raise ConfigError(f"config key 'dataset' is '{kind}'; expected one of {', '.join(DATASETS)}")
+    kind = kind_of(cfg, DETECTION)
+    return {"kind": kind.name, **kind.describe(cfg, split)}
 
 
 def read_records(cfg: Config, split: str, stats=None):
     """Read one split into DetRecords. Returns (records, class_names, cat_ids)."""
     src = source_description(cfg, split)
-    class_names = list(cfg.class_names) if cfg.get("class_names") else None
-    kind = src["kind"]
-    if kind == "shapes":
-        paths = shapes_paths(cfg)
-        return read_coco(paths[f"{split}_json"], paths[f"{split}_image_dir"], class_names, stats)
-    if kind in ("coco", "coco_json"):
-        for key in ("json", "image_dir"):
-            if not os.path.exists(src[key]):
-                raise FileNotFoundError(f"{kind} {split} {key} not found: {src[key]}")
-        return read_coco(src["json"], src["image_dir"], class_names, stats)
-    if kind == "voc":
-        return read_voc(src["root"], src["split"], class_names, stats)
-    if class_names is None:
-        raise ConfigError("dataset 'txt' needs config key 'class_names' (the foreground classes, in label order)")
-    return read_txt(src["txt"], src["image_dir"], class_names, stats)
+    kind = kind_of(cfg, DETECTION)
+    names = _configured_class_names(cfg)
+    if names is None and kind.categories is None:
+        raise _needs_class_names(kind)
+    return kind.read(cfg, split, src, names, stats)
 
 
 def mindrecord_path(cfg: Config, split: str) -> str:
@@ -115,35 +81,28 @@ def class_names(cfg: Config) -> list[str]:
 
 
 def class_info(cfg: Config) -> tuple[list[str], list[int]]:
-    """Foreground class names (label = index + 1) and their source category ids (COCO sources
-    are read to map the configured names to their ids)."""
-    if cfg.get("class_names"):
-        names = list(cfg.class_names)
-        if cfg.dataset in ("txt", "voc"):
-            return names, list(range(1, len(names) + 1))
-        all_names, all_ids = class_info_from_source(cfg)
-        by_name = dict(zip(all_names, all_ids))
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise ConfigError(f"class_names {unknown} are not categories of the '{cfg.dataset}' dataset")
-        return names, [by_name[n] for n in names]
-    return class_info_from_source(cfg)
+    """Foreground class names (label = index + 1) and their source category ids (sources with
+    ids of their own, COCO, are read to map the configured names to their ids)."""
+    kind = kind_of(cfg, DETECTION)
+    names = _configured_class_names(cfg)
+    if names is None:
+        return class_info_from_source(cfg)
+    if not kind.source_category_ids:
+        return names, list(range(1, len(names) + 1))
+    all_names, all_ids = class_info_from_source(cfg)
+    by_name = dict(zip(all_names, all_ids))
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ConfigError(f"class_names {unknown} are not categories of the '{cfg.dataset}' dataset")
+    return names, [by_name[n] for n in names]
 
 
 def class_info_from_source(cfg: Config) -> tuple[list[str], list[int]]:
     """All foreground categories the source defines, in id order."""
-    if cfg.dataset == "shapes":
-        from src.data.synthetic.shapes import SHAPE_CLASSES
-        return list(SHAPE_CLASSES), list(range(1, len(SHAPE_CLASSES) + 1))
-    if cfg.dataset == "voc":
-        return list(VOC_CLASSES), list(range(1, len(VOC_CLASSES) + 1))
-    if cfg.dataset == "txt":
-        raise ConfigError("dataset 'txt' needs config key 'class_names' (the foreground classes, in label order)")
-    src = source_description(cfg, "val")
-    with open(src["json"], encoding="utf-8") as f:
-        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
-    cats = [c for c in cats if c["name"] not in BACKGROUND_NAMES]
-    return [c["name"] for c in cats], [c["id"] for c in cats]
+    kind = kind_of(cfg, DETECTION)
+    if kind.categories is None:
+        raise _needs_class_names(kind)
+    return kind.categories(cfg)
 
 
 def shard_image_ids(cfg: Config, split: str, rank: int, group_size: int) -> list[int]:

@@ -7,6 +7,7 @@ import numpy as np
 
 from src.data.detection.records import (DetRecord, ReadStats, empty_box_arrays, foreground_names,
                                         image_size, require_dir, require_file)
+from src.model_utils.config import Config
 
 
 def _is_box_token(tok: str) -> bool:
@@ -102,3 +103,16 @@ def read_txt(txt_path, image_dir, class_names, stats=None):
         records.append(rec)
         stats.images += 1
     return records, names, list(range(1, len(names) + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset kind "txt"; the list names no classes, so the config must (`class_names`)
+# ---------------------------------------------------------------------------------------------
+
+def describe(cfg: Config, split: str) -> dict:
+    """`<split>_txt`, and `image_dir` that its paths are relative to."""
+    return {"txt": cfg.path(f"{split}_txt"), "image_dir": cfg.path("image_dir")}
+
+
+def read_split(cfg: Config, split: str, source: dict, class_names, stats):
+    return read_txt(source["txt"], source["image_dir"], class_names, stats)

@@ -9,6 +9,7 @@ import numpy as np
 
 from src.data.detection.records import (DetRecord, ReadStats, empty_box_arrays, foreground_names,
                                         image_size, require_dir, require_file)
+from src.model_utils.config import Config
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -118,3 +119,21 @@ def read_voc(root, split="trainval", class_names=None, stats=None):
         records.append(rec)
         stats.images += 1
     return records, names, list(range(1, len(names) + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset kind "voc"
+# ---------------------------------------------------------------------------------------------
+
+def describe(cfg: Config, split: str) -> dict:
+    """`voc_root` and the ImageSets/Main list named by `voc_train_split` / `voc_val_split`."""
+    return {"root": cfg.path("voc_root"), "split": cfg[f"voc_{split}_split"]}
+
+
+def read_split(cfg: Config, split: str, source: dict, class_names, stats):
+    return read_voc(source["root"], source["split"], class_names, stats)
+
+
+def categories(cfg: Config) -> tuple[list[str], list[int]]:
+    """The 20 VOC classes, known without a VOC tree on disk."""
+    return list(VOC_CLASSES), list(range(1, len(VOC_CLASSES) + 1))

@@ -606,7 +606,7 @@ def export_lmdb_images(root: str, out_dir: str, set_name: str | None = None) -> 
     db = TextLMDB(root)
     if set_name is None:
         # os.path.abspath also normalises: "sets/IIIT5k/" and "." name their folder, just as the
-        # resolved (absolute, normalised) eval_lmdb paths do in src/crnn/model.py:text_sets.
+        # resolved (absolute, normalised) eval_lmdb paths do in src/data/text/dataset.py:lmdb_sets.
         set_name = os.path.basename(os.path.abspath(root))
     if not set_name or os.sep in set_name or (os.altsep and os.altsep in set_name):
         raise ValueError(f"cannot name the exported images after '{set_name}' (root {root}); pass set_name")
