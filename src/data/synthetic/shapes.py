@@ -15,6 +15,9 @@ Layout of a generated dataset::
 
 Annotations are computed from the visible part of every object after all objects of an
 image have been drawn, so occlusion is reflected in masks, boxes and areas.
+
+The last section is the `shapes` dataset kind (src/data/registry.py): generated on first use,
+then read as any COCO json.
 """
 from __future__ import annotations
 
