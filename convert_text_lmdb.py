@@ -41,7 +41,7 @@ import src  # noqa: F401  (sets environment variables before anything heavy load
 import argparse
 import sys
 
-from src.data.text_converters import KINDS, ConvertStats, convert, export_lmdb_images
+from src.data.text.converters import KINDS, ConvertStats, convert, export_lmdb_images
 
 
 def build_parser() -> argparse.ArgumentParser:

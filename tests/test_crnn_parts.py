@@ -105,7 +105,7 @@ def test_ctc_loss_matches_numpy_forward_algorithm():
 def test_aligned_loss_adds_a_cross_entropy_that_fades_out():
     import mindspore as ms
     from src.crnn.network import CRNNWithAlignedLoss, CRNNWithLoss
-    from src.data.text_dataset import ctc_step_targets
+    from src.data.text.dataset import ctc_step_targets
 
     rng = np.random.default_rng(1)
     t_steps, batch, classes = 24, 2, 6
@@ -138,7 +138,7 @@ def _collapse(path, blank):
 
 
 def test_ctc_step_targets_are_valid_paths_near_the_centres():
-    from src.data.text_dataset import IGNORE, ctc_step_targets
+    from src.data.text.dataset import IGNORE, ctc_step_targets
     blank, steps = 36, 24
     target = ctc_step_targets([0.1, 0.3, 0.5, 0.7], [1, 2, 3, 4], steps, blank)
     # step t looks at (t + 1) / 25 of the width
@@ -165,9 +165,9 @@ def test_ctc_step_targets_are_valid_paths_near_the_centres():
 
 
 def test_step_targets_need_stored_character_centres(tmp_path):
-    from src.data.alphabet import Alphabet, LOWERCASE_36
-    from src.data.text_dataset import TextSamples, TextSet, TextSource
-    from src.data.text_lmdb import TextLMDB, write_text_lmdb
+    from src.data.text.alphabet import Alphabet, LOWERCASE_36
+    from src.data.text.dataset import TextSamples, TextSet, TextSource
+    from src.data.text.lmdb_io import TextLMDB, write_text_lmdb
     image = cv2.imencode(".png", np.full((32, 80, 3), 200, np.uint8))[1].tobytes()
     write_text_lmdb(str(tmp_path / "with"), [(image, "ab", [0.25, 0.75]), (image, "cd", None)], desc=False)
     write_text_lmdb(str(tmp_path / "without"), [(image, "ab")], desc=False)
@@ -187,7 +187,7 @@ def test_step_targets_need_stored_character_centres(tmp_path):
 
 
 def test_alphabet_normalize_encode_and_greedy_decode():
-    from src.data.alphabet import LOWERCASE_36, PRINTABLE_94, Alphabet
+    from src.data.text.alphabet import LOWERCASE_36, PRINTABLE_94, Alphabet
     assert len(LOWERCASE_36) == 36 and len(PRINTABLE_94) == 94
     abc = Alphabet(LOWERCASE_36)
     assert abc.blank == 36 and abc.num_classes == 37
@@ -231,7 +231,7 @@ def _write_lmdb_with_bad_records(path: str) -> None:
     """7 samples: 3 good, a corrupt image, an empty label, an unknown character, a label
     without its image; and a key gap (num-samples says 8, sample 8 has no label)."""
     import lmdb
-    from src.data.text_lmdb import image_key, label_key
+    from src.data.text.lmdb_io import image_key, label_key
     good = cv2.imencode(".png", np.full((32, 80, 3), 200, np.uint8))[1].tobytes()
     records = {1: (good, "abc"), 2: (b"\xff\xd8 not a jpeg", "bad"), 3: (good, ""), 4: (good, "a~b"),
                5: (None, "lost"), 6: (good, "de"), 7: (good, "f9")}
@@ -246,8 +246,8 @@ def _write_lmdb_with_bad_records(path: str) -> None:
 
 
 def test_bad_records_are_skipped_counted_and_named(tmp_path, caplog):
-    from src.data.alphabet import Alphabet, LOWERCASE_36
-    from src.data.text_dataset import TextSamples, TextSet, TextSource
+    from src.data.text.alphabet import Alphabet, LOWERCASE_36
+    from src.data.text.dataset import TextSamples, TextSet, TextSource
     path = str(tmp_path / "bad.lmdb")
     _write_lmdb_with_bad_records(path)
     with caplog.at_level(logging.WARNING, logger="src.data"):
@@ -267,7 +267,7 @@ def test_bad_records_are_skipped_counted_and_named(tmp_path, caplog):
 
 def test_lmdb_without_num_samples_is_named(tmp_path):
     import lmdb
-    from src.data.text_lmdb import TextLMDB
+    from src.data.text.lmdb_io import TextLMDB
     env = lmdb.open(str(tmp_path / "x"), map_size=1 << 20)
     with env.begin(write=True) as txn:
         txn.put(b"label-000000001", b"a")
@@ -282,7 +282,7 @@ def test_lmdb_without_num_samples_is_named(tmp_path):
 
 
 def test_several_roots_are_concatenated_and_the_writer_is_atomic(tmp_path):
-    from src.data.text_lmdb import TextLMDB, write_text_lmdb
+    from src.data.text.lmdb_io import TextLMDB, write_text_lmdb
     write_text_lmdb(str(tmp_path / "a" / "one"), [(b"x1", "a1"), (b"x2", "a2")], desc=False)
     write_text_lmdb(str(tmp_path / "a" / "two"), [(b"y1", "b1")], desc=False)
     write_text_lmdb(str(tmp_path / "c"), [(b"z1", "c1")], desc=False)

@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def layouts(tiny_ssd_args, tmp_path_factory):
-    from src.data.sources import shapes_paths
+    from src.data.synthetic.shapes import shapes_paths
     from src.model_utils.config import parse_cli
     paths = shapes_paths(parse_cli(tiny_ssd_args), progress=False)
     root = tmp_path_factory.mktemp("layouts")
@@ -54,8 +54,8 @@ def layouts(tiny_ssd_args, tmp_path_factory):
 
 
 def _records(args) -> dict:
-    from src.data.mindrecord_io import decode_row, open_detection_mindrecord
-    from src.data.sources import ensure_split_mindrecord
+    from src.data.detection.mindrecord_io import decode_row, open_detection_mindrecord
+    from src.data.detection.sources import ensure_split_mindrecord
     from src.model_utils.config import parse_cli
     cfg = parse_cli(args)
     data = open_detection_mindrecord(ensure_split_mindrecord(cfg, "train"), columns=["image", "boxes", "labels"])

@@ -56,7 +56,7 @@ needs_msrun = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (i
 def test_two_cpu_workers_keep_identical_weights_on_different_shards(tiny_ssd_args, tmp_path):
     # Build the dataset and MindRecord first, so the workers only train.
     import train  # noqa: F401
-    from src.data.sources import ensure_split_mindrecord
+    from src.data.detection.sources import ensure_split_mindrecord
     from src.model_utils.config import parse_cli
     ensure_split_mindrecord(parse_cli(tiny_ssd_args), "train")
     run_dir = _run_two_cpu_workers(tiny_ssd_args[1], tiny_ssd_args[2:] + ["--epoch_size", "1", "--batch_size", "2",
@@ -72,7 +72,7 @@ def test_two_cpu_workers_keep_identical_weights_on_different_shards(tiny_ssd_arg
 
 @needs_msrun
 def test_crnn_trains_data_parallel_on_two_cpu_workers(data_cache, tmp_path):
-    from src.data.words import ensure_word_crops
+    from src.data.synthetic.words import ensure_word_crops
     words = os.path.join(data_cache, "words_tiny")
     ensure_word_crops(words, 64, 16)  # the workers only train
     config = os.path.join(ROOT, "configs", "crnn", "crnn_words.yaml")

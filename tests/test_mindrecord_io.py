@@ -1,4 +1,4 @@
-"""Tests for src/data/mindrecord_io.py: conversion, atomic builds, sharding, rank waiting."""
+"""Tests for src/data/detection/mindrecord_io.py: conversion, atomic builds, sharding, rank waiting."""
 import json
 import os
 import threading
@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-import src.data.mindrecord_io as mio
-from src.data.mindrecord_io import (decode_row, ensure_mindrecord, is_complete, marker_path,
-                                    open_detection_mindrecord, write_detection_mindrecord)
-from src.data.records import DetRecord, ReadStats, read_coco
+import src.data.detection.mindrecord_io as mio
+from src.data.detection.coco import read_coco
+from src.data.detection.mindrecord_io import (decode_row, ensure_mindrecord, is_complete, marker_path,
+                                              open_detection_mindrecord, write_detection_mindrecord)
+from src.data.detection.records import DetRecord, ReadStats
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_COCO = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_labelme")

@@ -267,7 +267,7 @@ def test_infer_with_official_ssd_and_no_dataset_names_coco_classes(tmp_path, mon
                       "--output", out, "--min_score", "0.0", "--max_boxes", "5"])
     printed = capsys.readouterr().out
     assert len(det["scores"]) == 5 and det["labels"].min() >= 1 and det["labels"].max() <= 80
-    from src.data.sources import class_names
+    from src.data.detection.sources import class_names
     names = class_names(_cfg(SSD_CONFIG))
     assert len(names) == 80 and names[0] == "person" and names[-1] == "toothbrush"
     assert any(names[int(label) - 1] in printed for label in det["labels"])
@@ -277,7 +277,7 @@ def test_infer_with_official_ssd_and_no_dataset_names_coco_classes(tmp_path, mon
 def _coco_named_copy(tmp_path) -> tuple[str, str]:
     """The three real photos of ../shared/data/coco_labelme as a COCO json with the 80 COCO
     categories, their VOC-style labels renamed to the COCO ones."""
-    from src.data.sources import class_names
+    from src.data.detection.sources import class_names
     voc_to_coco = {"aeroplane": "airplane", "diningtable": "dining table", "motorbike": "motorcycle",
                    "sofa": "couch", "tv/monitor": "tv"}
     root = shared_path("data", "coco_labelme")

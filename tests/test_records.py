@@ -1,4 +1,4 @@
-"""Tests for src/data/records.py on small synthetic data sets."""
+"""Tests of the detection readers (src/data/detection/) on small synthetic data sets."""
 import json
 import os
 
@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.records import (DetRecord, ReadStats, VOC_CLASSES, image_size, read_coco,
-                              read_txt, read_voc, sanitize_boxes)
+from src.data.detection.coco import read_coco
+from src.data.detection.records import DetRecord, ReadStats, image_size, sanitize_boxes
+from src.data.detection.txt import read_txt
+from src.data.detection.voc import VOC_CLASSES, read_voc
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_COCO = os.path.join(REPO_ROOT, "..", "shared", "data", "coco_labelme")

@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic shapes dataset (src/data/shapes.py)."""
+"""Tests of the embedded synthetic shapes dataset (src/data/synthetic/shapes.py)."""
 import json
 import os
 
@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from conftest import run_concurrently
-from src.data.shapes import SHAPE_CLASSES, generate_shapes_dataset
+from src.data.synthetic.shapes import SHAPE_CLASSES, generate_shapes_dataset
 
 SMALL = dict(num_train=12, num_val=4, seed=0, progress=False)
 
@@ -232,7 +232,7 @@ def test_other_process_finished_first(tmp_path, monkeypatch, dataset):
 def test_concurrent_processes(tmp_path, dataset):
     root = str(tmp_path / "ds")
     outputs = run_concurrently(f"""
-        from src.data.shapes import generate_shapes_dataset
+        from src.data.synthetic.shapes import generate_shapes_dataset
         p = generate_shapes_dataset({root!r}, num_train=12, num_val=4, seed=0, progress=False)
         print(p["root"])
     """)

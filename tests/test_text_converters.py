@@ -10,8 +10,8 @@ import pytest
 
 import convert_text_lmdb
 from conftest import ROOT, shared_path
-from src.data import text_converters as tc
-from src.data.text_lmdb import TextLMDB
+from src.data.text import converters as tc
+from src.data.text.lmdb_io import TextLMDB
 
 
 def _image(path, width=40, height=16, seed=0, ext=None) -> bytes:

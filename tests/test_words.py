@@ -1,4 +1,4 @@
-"""Tests of the embedded word-crop dataset (src/data/words.py)."""
+"""Tests of the embedded word-crop dataset (src/data/synthetic/words.py)."""
 import json
 import os
 import string
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import run_concurrently
-from src.data import words
-from src.data.text_lmdb import TextLMDB
-from src.data.words import (DEFAULT_CHARSET, PRINTABLE_CHARSET, WORDS, ensure_word_crops,
-                            render_word)
+from src.data.synthetic import words
+from src.data.synthetic.words import (DEFAULT_CHARSET, PRINTABLE_CHARSET, WORDS, ensure_word_crops,
+                                      render_word)
+from src.data.text.lmdb_io import TextLMDB
 
 SMALL = dict(num_train=24, num_val=8, seed=0, progress=False)
 
@@ -309,7 +309,7 @@ def test_process_pool_gives_the_same_lmdb(tmp_path, monkeypatch, samples):
 def test_concurrent_processes(tmp_path, samples):
     root = str(tmp_path / "wc")
     outputs = run_concurrently(f"""
-        from src.data.words import ensure_word_crops
+        from src.data.synthetic.words import ensure_word_crops
         p = ensure_word_crops({root!r}, num_train=24, num_val=8, seed=0, progress=False)
         print(p["train"])
     """)

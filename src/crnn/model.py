@@ -1,18 +1,16 @@
 """CRNN's model interface: what the entry points call (see src/registry.py)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import mindspore as ms
 import mindspore.dataset as ds
 
 from src.crnn.network import CRNN, CRNNInference, CRNNWithAlignedLoss, CRNNWithLoss
 from src.crnn.official import LAYOUT as OFFICIAL_CHECKPOINT  # noqa: F401  (model interface)
-from src.data.alphabet import Alphabet, alphabet_from_config
-from src.data.text_dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
+from src.data.registry import TEXT, kind_of
+from src.data.text.alphabet import Alphabet, alphabet_from_config
+from src.data.text.dataset import LABEL_BYTES, TextSamples, TextSet, TextSource, label_from_bytes, preprocess_crop
 from src.engine.read_log import ReadLog, read_log_for
-from src.errors import ConfigError
 from src.metric.text_accuracy import TextAccuracy
 from src.model_utils.config import Config
 
@@ -64,20 +62,9 @@ def output_shapes(cfg: Config, batch_size: int = 1) -> list[tuple]:
 # ------------------------------------------------------------------------ data
 
 def text_sets(cfg: Config, split: str) -> list[TextSet]:
-    """The LMDB sets of a split. dataset=words: the embedded rendered crops (generated on
-    first use); dataset=lmdb: `train_lmdb` (all roots concatenated) or `eval_lmdb` (each root
-    scored as its own set)."""
-    if cfg.dataset == "words":
-        from src.data.words import ensure_word_crops
-        abc = alphabet(cfg)
-        paths = ensure_word_crops(cfg.path("words_dir", must_exist=False), cfg.words_num_train, cfg.words_num_val,
-                                  cfg.words_seed, charset=abc.characters, case_sensitive=abc.case_sensitive)
-        return [TextSet(split, [paths[split]])]
-    if cfg.dataset == "lmdb":
-        if split == "train":
-            return [TextSet("train", cfg.paths("train_lmdb"))]
-        return [TextSet(os.path.basename(p.rstrip("/")) or p, [p]) for p in cfg.paths("eval_lmdb")]
-    raise ConfigError(f"config key 'dataset' must be words or lmdb for {cfg.model}, got '{cfg.dataset}'")
+    """The LMDB sets of a split, from the dataset kind config key `dataset` names
+    (src/data/registry.py: words, the embedded rendered crops; lmdb, LMDBs on disk)."""
+    return kind_of(cfg, TEXT).read(cfg, split)
 
 
 def _samples(cfg: Config, split: str) -> TextSamples:

@@ -100,7 +100,7 @@ class CRNNWithLoss(nn.Cell):
 
 class CRNNWithAlignedLoss(CRNNWithLoss):
     """CTC plus, fading out linearly over the first `fade_steps` training steps, a
-    cross-entropy on per-time-step targets (src/data/text_dataset.ctc_step_targets; -1 =
+    cross-entropy on per-time-step targets (src/data/text/dataset.ctc_step_targets; -1 =
     no target), on the same scale (summed over time steps, averaged over the batch).
 
     From scratch, CTC spends its first few hundred steps on the all-blank output before it

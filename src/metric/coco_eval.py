@@ -90,7 +90,7 @@ class COCOEvaluator:
 
 def detection_evaluator(cfg) -> COCOEvaluator:
     """COCO box evaluator for the configured dataset's classes."""
-    from src.data.sources import class_info
+    from src.data.detection.sources import class_info
     names, cat_ids = class_info(cfg)
     return COCOEvaluator(names, cat_ids)
 

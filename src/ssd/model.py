@@ -14,8 +14,8 @@ from src.box.matcher import match_priors
 from src.box.nms import multiclass_nms
 from src.box.priors import num_boxes_per_location, ssd_default_boxes
 from src.data import transforms as T
-from src.data.mindrecord_io import open_detection_mindrecord
-from src.data.sources import class_names, detection_eval_items, ensure_split_mindrecord
+from src.data.detection.mindrecord_io import open_detection_mindrecord
+from src.data.detection.sources import class_names, detection_eval_items, ensure_split_mindrecord
 from src.engine.inference import draw_detections
 from src.engine.read_log import ReadLog, read_log_for
 from src.metric.coco_eval import detection_evaluator, detection_metas

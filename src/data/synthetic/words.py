@@ -36,8 +36,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 # The cache protocol (temp folder, completion marker, locked rename) is the one of the
 # shapes dataset; sharing it keeps the concurrency handling in one place.
-from .cache import build_cached
-from .text_lmdb import write_text_lmdb
+from src.data.cache import build_cached
+from src.data.text.alphabet import alphabet_from_config
+from src.data.text.dataset import TextSet
+from src.data.text.lmdb_io import write_text_lmdb
+from src.model_utils.config import Config
 
 DEFAULT_CHARSET = string.digits + string.ascii_lowercase
 PRINTABLE_CHARSET = string.digits + string.ascii_letters + string.punctuation
@@ -764,3 +767,14 @@ def ensure_word_crops(cache_dir: str, num_train: int, num_val: int, seed: int = 
 
     build_cached(root, params, build)
     return paths
+
+
+# ----------------------------------------------------------------------------- dataset kind "words"
+
+def word_sets(cfg: Config, split: str) -> list[TextSet]:
+    """The split's crops, generated on first use as `words_dir`, `words_num_train`,
+    `words_num_val` and `words_seed` say, drawing only characters of the configured alphabet."""
+    abc = alphabet_from_config(cfg)
+    paths = ensure_word_crops(cfg.path("words_dir", must_exist=False), cfg.words_num_train, cfg.words_num_val,
+                              cfg.words_seed, charset=abc.characters, case_sensitive=abc.case_sensitive)
+    return [TextSet(split, [paths[split]])]

@@ -15,6 +15,9 @@ Layout of a generated dataset::
 
 Annotations are computed from the visible part of every object after all objects of an
 image have been drawn, so occlusion is reflected in masks, boxes and areas.
+
+The last section is the `shapes` dataset kind (src/data/registry.py): generated on first use,
+then read as any COCO json.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ import cv2
 import numpy as np
 
 from src.data.cache import build_cached, write_json
+from src.data.detection.coco import read_coco
+from src.model_utils.config import Config
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "hexagon", "cross")
 
@@ -366,3 +371,29 @@ def generate_shapes_dataset(root: str, num_train: int = 1000, num_val: int = 100
 
     build_cached(root, params, build)
     return paths
+
+
+# ----------------------------------------------------------------------------- dataset kind "shapes"
+
+def shapes_paths(cfg: Config, progress: bool = True) -> dict:
+    """Generate (first use) or reuse the dataset that `shapes_dir`, `shapes_num_train`,
+    `shapes_num_val` and `shapes_seed` configure; returns its paths."""
+    return generate_shapes_dataset(cfg.path("shapes_dir", must_exist=False), num_train=cfg.shapes_num_train,
+                                   num_val=cfg.shapes_num_val, seed=cfg.shapes_seed, progress=progress)
+
+
+def describe(cfg: Config, split: str) -> dict:
+    """The generation inputs of the split, so that other sizes or seeds get their own MindRecord."""
+    return {"dir": cfg.path("shapes_dir", must_exist=False), "split": split,
+            "n": cfg.shapes_num_train if split == "train" else cfg.shapes_num_val, "seed": cfg.shapes_seed}
+
+
+def read_split(cfg: Config, split: str, source: dict, class_names, stats):
+    """Both splits are generated together (one cache), hence the whole config, not `source`."""
+    paths = shapes_paths(cfg)
+    return read_coco(paths[f"{split}_json"], paths[f"{split}_image_dir"], class_names, stats)
+
+
+def categories(cfg: Config) -> tuple[list[str], list[int]]:
+    """The shape classes with the ids the generated json gives them, known before generation."""
+    return list(SHAPE_CLASSES), list(range(1, len(SHAPE_CLASSES) + 1))

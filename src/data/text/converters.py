@@ -1,4 +1,4 @@
-"""Converters from raw text-recognition datasets to the text LMDB layout (see text_lmdb.py).
+"""Converters from raw text-recognition datasets to the text LMDB layout (see lmdb_io.py).
 
 Every source function reads its annotation file when it is called (so a missing annotation
 raises :class:`FileNotFoundError` at once, naming it) and returns ``(samples, stats)``:
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from src.data.message_log import MessageLog
-from src.data.text_lmdb import TextLMDB, write_text_lmdb
+from src.data.text.lmdb_io import TextLMDB, write_text_lmdb
 
 logger = logging.getLogger("src.data")
 
@@ -606,7 +606,7 @@ def export_lmdb_images(root: str, out_dir: str, set_name: str | None = None) -> 
     db = TextLMDB(root)
     if set_name is None:
         # os.path.abspath also normalises: "sets/IIIT5k/" and "." name their folder, just as the
-        # resolved (absolute, normalised) eval_lmdb paths do in src/crnn/model.py:text_sets.
+        # resolved (absolute, normalised) eval_lmdb paths do in src/data/text/dataset.py:lmdb_sets.
         set_name = os.path.basename(os.path.abspath(root))
     if not set_name or os.sep in set_name or (os.altsep and os.altsep in set_name):
         raise ValueError(f"cannot name the exported images after '{set_name}' (root {root}); pass set_name")

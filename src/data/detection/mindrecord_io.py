@@ -1,4 +1,4 @@
-"""Convert :class:`~src.data.records.DetRecord` lists to MindRecord and read them back.
+"""Convert :class:`~src.data.detection.records.DetRecord` lists to MindRecord and read them back.
 
 Layout on disk for ``out_file = "dir/train.mindrecord"``:
 
@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from src.data.records import DetRecord, ReadStats, sanitize_boxes
+from src.data.detection.records import DetRecord, ReadStats, sanitize_boxes
 from src.data.transforms import decode_image
 
 logger = logging.getLogger("src.data")
@@ -233,7 +233,7 @@ def write_detection_mindrecord(records, out_file, stats=None, num_shards=1, prog
     Each image file is read and decoded exactly once: undecodable or unreadable images are
     skipped (counted in ``stats.skipped_images`` with a message naming the file), the decoded
     size replaces the annotated one, and boxes go through
-    :func:`~src.data.records.sanitize_boxes`. Images without objects are kept (stored with one
+    :func:`~src.data.detection.records.sanitize_boxes`. Images without objects are kept (stored with one
     label-0 padding row, see the module docstring) and counted in
     ``stats.images_without_annotations``.
 

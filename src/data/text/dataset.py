@@ -8,6 +8,7 @@ bad record. Every skip is logged with the LMDB folder and key.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -16,9 +17,10 @@ import cv2
 import numpy as np
 
 from src.data import transforms as T
-from src.data.alphabet import Alphabet
 from src.data.message_log import MessageLog
-from src.data.text_lmdb import TextLMDB
+from src.data.text.alphabet import Alphabet
+from src.data.text.lmdb_io import TextLMDB
+from src.model_utils.config import Config
 
 # Ground truth travels through the eval pipeline as fixed-size UTF-8 bytes (zero-padded).
 LABEL_BYTES = 256
@@ -207,3 +209,15 @@ class TextSource:
 def label_from_bytes(row: np.ndarray) -> str:
     """Inverse of the zero-padded UTF-8 ground-truth column."""
     return bytes(np.asarray(row, np.uint8)).rstrip(b"\0").decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset kind "lmdb": LMDBs already on disk (converted with convert_text_lmdb.py)
+# ---------------------------------------------------------------------------------------------
+
+def lmdb_sets(cfg: Config, split: str) -> list[TextSet]:
+    """Training reads `train_lmdb` as one set (all roots concatenated); evaluation scores every
+    root of `eval_lmdb` as its own set, named after its folder, as the benchmarks are reported."""
+    if split == "train":
+        return [TextSet("train", cfg.paths("train_lmdb"))]
+    return [TextSet(os.path.basename(p.rstrip("/")) or p, [p]) for p in cfg.paths("eval_lmdb")]

@@ -1,0 +1,1 @@
+"""Detection data: one in-memory record, one reader per annotation format, MindRecord."""

@@ -1,0 +1,1 @@
+"""Text recognition data: the LMDB layout, converters into it, samples and alphabets."""
