@@ -42,6 +42,8 @@ class LossTimeLogger(Callback):
         self.print_every = max(print_every, 1)
         self.lr = None if lr is None else np.asarray(lr).reshape(-1)
         self.loss_terms = tuple(loss_terms)
+        # MindSpore counts a resumed run's steps from 1 again.
+        self.step_offset = resume_step or 0
         self.last_time = time.time()
         self.last_step = None
         kept = []
@@ -62,9 +64,13 @@ class LossTimeLogger(Callback):
         if os.path.getsize(self.path):
             plot_training(self.path, self.plot_path)
 
+    def global_step(self, cb) -> int:
+        """The step number over the whole run, resumed parts included."""
+        return cb.cur_step_num + self.step_offset
+
     def on_train_step_end(self, run_context):
         cb = run_context.original_args()
-        step = cb.cur_step_num
+        step = self.global_step(cb)
         if self.last_step is None:
             self.last_step = step - 1 if step else 0
         done = step - self.last_step
@@ -147,8 +153,9 @@ class EvalCallback(Callback):
         value = metrics[self.metric]
         print(f"epoch {epoch}: {self.metric} = {value:.4f} (eval took {time.time() - start:.1f} s)", flush=True)
         if self.logger is not None:
-            numbers = " ".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float)))
-            self.logger.write(f"eval epoch: {epoch} global_step: {cb.cur_step_num} metric: {self.metric} {numbers}")
+            numbers = " ".join(f"{k}: {v:.6g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            self.logger.write(f"eval epoch: {epoch} global_step: {self.logger.global_step(cb)} metric: {self.metric} "
+                              f"{numbers}")
             self.logger.plot()
         if value > self.best:
             self.best, self.best_epoch = value, epoch
